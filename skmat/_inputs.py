@@ -1,0 +1,185 @@
+"""Turning what a user passes (DataFrame, list, strings) into views, with row-named errors.
+
+Nothing here mutates its input: DataFrames are read, never written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skmat.exceptions import InvalidInputError
+
+
+def to_frame(X: Any, *, default_column: str = "structure") -> pd.DataFrame:
+    """Return *X* as a DataFrame with one column per view.
+
+    A DataFrame is returned as is (not copied, never modified); a Series keeps its name (or
+    takes *default_column*); a list/tuple/array of objects becomes one column.
+    """
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, pd.Series):
+        return X.to_frame(name=X.name if X.name is not None else default_column)
+    if isinstance(X, dict):
+        return pd.DataFrame(X)
+    if isinstance(X, str) or not isinstance(X, Sequence | np.ndarray):
+        # a lone Structure or CIF string is a common slip: say what is expected
+        raise InvalidInputError(
+            f"expected a DataFrame or a list of {default_column} objects, got {type(X).__name__}"
+        )
+    if isinstance(X, np.ndarray) and X.ndim != 1:
+        raise InvalidInputError(
+            f"expected a 1-D sequence of {default_column} objects, got an array of shape {X.shape}"
+        )
+    column = pd.Series(list(X), dtype=object)
+    return pd.DataFrame({default_column: column})
+
+
+def row_labels(frame: pd.DataFrame) -> list:
+    """Labels used in error messages: ``material_id`` when present, else the index."""
+    if "material_id" in frame.columns:
+        return list(frame["material_id"])
+    return list(frame.index)
+
+
+def is_missing(value: Any) -> bool:
+    """True for ``None`` and float NaN: the marks of a missing view in a cell."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_structure(value: Any, label: Any, view: str):
+    from pymatgen.core import Structure
+
+    if isinstance(value, Structure):
+        structure = value
+    elif isinstance(value, str):
+        structure = parse_cif(value, label=label, view=view)
+    elif isinstance(value, dict):
+        try:
+            structure = Structure.from_dict(value)
+        except Exception as exc:  # pymatgen raises many types for a bad dict
+            raise InvalidInputError(f"cannot build a Structure from dict: {exc}", row=label, view=view) from exc
+    else:
+        raise InvalidInputError(
+            f"expected a pymatgen Structure or a CIF string, got {type(value).__name__}",
+            row=label,
+            view=view,
+        )
+    check_structure(structure, label=label, view=view)
+    check_known_elements(structure.composition, label=label, view=view)
+    return structure
+
+
+def parse_cif(text: str, *, label: Any = None, view: str = "structure"):
+    """Parse one CIF string into a :class:`~pymatgen.core.Structure`, or raise naming *label*."""
+    import warnings
+
+    from pymatgen.core import Structure
+
+    if not text.strip():
+        raise InvalidInputError("empty CIF text", row=label, view=view)
+    try:
+        with warnings.catch_warnings():
+            # pymatgen warns about every rounding it does in CIFs; an error below says more
+            warnings.simplefilter("ignore")
+            return Structure.from_str(text, fmt="cif")
+    except Exception as exc:  # CifParser raises ValueError, KeyError, IndexError, ...
+        raise InvalidInputError(f"malformed CIF ({type(exc).__name__}: {exc})", row=label, view=view) from exc
+
+
+def check_structure(structure, *, label: Any = None, view: str = "structure") -> None:
+    """Refuse structures no featurizer can use: no sites, non-finite lattice or coordinates."""
+    if len(structure) == 0:
+        raise InvalidInputError("structure has no sites", row=label, view=view)
+    matrix = structure.lattice.matrix
+    if not np.all(np.isfinite(matrix)):
+        raise InvalidInputError("lattice contains NaN or inf", row=label, view=view)
+    if not np.all(np.isfinite(structure.frac_coords)):
+        raise InvalidInputError("atomic coordinates contain NaN or inf", row=label, view=view)
+    if abs(np.linalg.det(matrix)) < 1e-6:
+        raise InvalidInputError("lattice has zero volume", row=label, view=view)
+
+
+def check_known_elements(composition, *, label: Any = None, view: str = "composition") -> None:
+    """Refuse pymatgen's dummy species: ``Composition("Xx2O")`` parses, but ``Xx`` is no element."""
+    from pymatgen.core.periodic_table import DummySpecies
+
+    for el in composition.elements:
+        if isinstance(el, DummySpecies):
+            raise InvalidInputError(f"unknown element symbol {el.symbol!r}", row=label, view=view)
+
+
+def as_structures(X: Any, *, column: str = "structure") -> list:
+    """Structures of every row of *X*, validated; errors name the row.
+
+    Accepts a DataFrame with a ``structure`` column (Structure objects or CIF strings) or a
+    ``cif`` column, or a list of Structures / CIF strings.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> s = Structure(Lattice.cubic(4.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> len(as_structures([s, s]))
+    2
+    """
+    frame = to_frame(X, default_column=column)
+    if column not in frame.columns:
+        if "cif" in frame.columns:
+            column = "cif"
+        else:
+            raise InvalidInputError(
+                f"no {column!r} column; columns are {list(frame.columns)}", view=column
+            )
+    labels = row_labels(frame)
+    out = []
+    for label, value in zip(labels, frame[column], strict=True):
+        if is_missing(value):
+            raise InvalidInputError("structure is missing", row=label, view=column)
+        out.append(_parse_structure(value, label, column))
+    return out
+
+
+def as_compositions(X: Any, *, column: str = "composition") -> list:
+    """Compositions of every row: from a ``composition`` column (Composition or formula),
+    else derived from ``structure``/``cif``. Unknown element symbols raise naming the row.
+    """
+    from pymatgen.core import Composition, Structure
+
+    frame = to_frame(X, default_column=column)
+    if column not in frame.columns:
+        if "structure" in frame.columns or "cif" in frame.columns:
+            return [s.composition for s in as_structures(frame)]
+        if frame.shape[1] == 1 and frame.columns[0] == "structure":
+            return [s.composition for s in as_structures(frame)]
+        raise InvalidInputError(
+            f"no {column!r} or 'structure' column; columns are {list(frame.columns)}", view=column
+        )
+    labels = row_labels(frame)
+    out = []
+    for label, value in zip(labels, frame[column], strict=True):
+        if is_missing(value):
+            raise InvalidInputError("composition is missing", row=label, view=column)
+        if isinstance(value, Structure):
+            check_structure(value, label=label, view=column)
+            value = value.composition
+        elif isinstance(value, str):
+            try:
+                value = Composition(value)
+            except Exception as exc:  # pymatgen raises ValueError or KeyError for bad symbols
+                raise InvalidInputError(f"cannot parse formula {value!r}: {exc}", row=label, view=column) from exc
+        elif not isinstance(value, Composition):
+            raise InvalidInputError(
+                f"expected a Composition or formula string, got {type(value).__name__}",
+                row=label,
+                view=column,
+            )
+        if value.num_atoms <= 0:
+            raise InvalidInputError("composition is empty", row=label, view=column)
+        check_known_elements(value, label=label, view=column)
+        out.append(value)
+    return out

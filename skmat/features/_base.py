@@ -1,0 +1,84 @@
+"""Shared behaviour of the stateless physics featurizers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from skmat._inputs import as_compositions, as_structures, to_frame
+from skmat._parallel import map_chunks
+
+
+class BaseFeaturizer(TransformerMixin, BaseEstimator):
+    """Stateless featurizer: ``fit`` records the input's shape, ``transform`` does the work.
+
+    Subclasses set ``_input_view`` (``"structure"`` or ``"composition"``), implement
+    ``_validate_params()`` (raise ``ValueError`` on bad settings), ``_chunk_kwargs()`` (the
+    settings passed to the module-level ``_chunk_function``) and ``get_feature_names_out``.
+    They must keep attributes ``n_jobs``, ``verbose`` and ``memory``.
+    """
+
+    _input_view = "structure"
+    _chunk_function = None  # module-level function(list_of_items, **kwargs) -> list of rows
+    _chunk_size = 128
+
+    def fit(self, X: Any, y: Any = None) -> BaseFeaturizer:
+        """Check parameters and record the input columns; nothing is learned.
+
+        Parameters
+        ----------
+        X : DataFrame or list of Structure
+            Materials, one per row.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        frame = to_frame(X, default_column=self._input_view)
+        self.n_features_in_ = frame.shape[1]
+        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    def _items(self, X: Any) -> list:
+        if self._input_view == "composition":
+            return as_compositions(X)
+        return as_structures(X)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Featurize every row of *X*.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out), float32
+        """
+        check_is_fitted(self, "n_features_in_")
+        items = self._items(X)
+        rows = map_chunks(
+            type(self)._chunk_function,
+            items,
+            kwargs=self._chunk_kwargs(),
+            n_jobs=self.n_jobs,
+            chunk_size=self._chunk_size,
+            verbose=self.verbose,
+            desc=type(self).__name__,
+            memory=self.memory,
+        )
+        n_out = len(self.get_feature_names_out())
+        if not rows:
+            return np.zeros((0, n_out), dtype=np.float32)
+        return np.asarray(rows, dtype=np.float32).reshape(len(items), n_out)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        return tags
