@@ -183,3 +183,21 @@ def as_compositions(X: Any, *, column: str = "composition") -> list:
         check_known_elements(value, label=label, view=column)
         out.append(value)
     return out
+
+
+def present_structures(frame: pd.DataFrame) -> tuple[np.ndarray, list]:
+    """Rows of *frame* that carry a structure (``structure`` or ``cif`` column), and those
+    structures, validated. Missing cells are allowed here: views derived from the structure
+    are then missing for that row.
+    """
+    column = "structure" if "structure" in frame.columns else "cif" if "cif" in frame.columns else None
+    present = np.zeros(len(frame), dtype=bool)
+    if column is None:
+        return present, []
+    structures = []
+    for i, (label, value) in enumerate(zip(row_labels(frame), frame[column], strict=True)):
+        if is_missing(value):
+            continue
+        structures.append(_parse_structure(value, label, column))
+        present[i] = True
+    return present, structures

@@ -1,0 +1,252 @@
+"""The training engine shared by every neural estimator: batches of views, a skorch net, devices.
+
+Each view of a dataset is prepared once into a :class:`PreparedView` (numbers for the rows
+that have the view, and a presence mask). A :class:`MultiViewDataset` yields row indices and
+its :meth:`~MultiViewDataset.collate` gathers a mini-batch of every view at once, vectorised,
+so skorch never handles a pymatgen object or a per-row Python object.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.dataset import ValidSplit
+from torch.utils.data import Dataset, Subset
+
+from skmat.exceptions import SkmatError
+
+
+def resolve_device(device: str | torch.device | None) -> str:
+    """``"auto"`` (or None) -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+@dataclass
+class PreparedView:
+    """One view of *n* rows, ready for batching.
+
+    Attributes
+    ----------
+    values : ndarray or CrystalGraphData
+        Data of the rows that have the view, in row order (``present.sum()`` items).
+    present : ndarray of bool, shape (n,)
+        Which rows have the view.
+    """
+
+    values: Any
+    present: np.ndarray
+
+    def __post_init__(self):
+        self.present = np.asarray(self.present, dtype=bool)
+        # row -> position in ``values`` (or -1): lets a batch gather present rows in one take
+        self.position = np.full(len(self.present), -1, dtype=np.int64)
+        self.position[self.present] = np.arange(int(self.present.sum()))
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+    def batch(self, rows: np.ndarray):
+        """Data of the present rows among *rows* (torch-ready) and their presence mask."""
+        present = self.present[rows]
+        take = self.position[rows][present]
+        if isinstance(self.values, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(self.values[take]))
+        else:  # a graph container: subset, then collate into one disjoint-union batch
+            from skmat.nn.graph import collate_graphs
+
+            x = collate_graphs(self.values[take])
+        return x, torch.from_numpy(present)
+
+
+class MultiViewDataset(Dataset):
+    """Rows of several prepared views (and an optional target) for a torch DataLoader.
+
+    ``__getitem__`` returns the row index; :meth:`collate` builds the batch.
+    """
+
+    def __init__(self, views: dict[str, PreparedView], y: np.ndarray | None = None):
+        lengths = {name: len(v) for name, v in views.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"views have different numbers of rows: {lengths}")
+        self.views = views
+        self.y = y
+        self.n_rows = next(iter(lengths.values())) if lengths else (0 if y is None else len(y))
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]):
+        rows = np.asarray(indices, dtype=np.int64)
+        batch = {name: view.batch(rows) for name, view in self.views.items()}
+        y = None if self.y is None else torch.from_numpy(np.ascontiguousarray(self.y[rows]))
+        return batch, y
+
+
+def move_to(obj, device: str):
+    """Move tensors (and objects with ``.to``) nested in tuples/dicts to *device*."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return {k: move_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(move_to(v, device) for v in obj)
+    return obj.to(device)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero (as MLCM trains).
+
+    A class rather than a lambda so that a fitted net pickles.
+
+    Examples
+    --------
+    >>> f = WarmupCosine(total_steps=100, warmup_steps=10)
+    >>> round(f(0), 2), round(f(10), 2), round(f(100), 2)
+    (0.1, 1.0, 0.0)
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int):
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = max(int(warmup_steps), 0)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class NonFiniteLossError(SkmatError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class MultiViewNet(NeuralNet):
+    """skorch net whose batches come from :class:`MultiViewDataset` and whose module computes
+    its own loss (``module_.loss(output, y)``), which keeps contrastive and supervised
+    training on the same loop."""
+
+    def get_iterator(self, dataset, training=False):
+        base = dataset
+        while isinstance(base, Subset):
+            base = base.dataset
+        prefix = "iterator_train" if training else "iterator_valid"
+        kwargs = self.get_params_for(prefix)
+        kwargs.setdefault("batch_size", self.batch_size)
+        kwargs.setdefault("collate_fn", base.collate)
+        iterator = self.iterator_train if training else self.iterator_valid
+        return iterator(dataset, **kwargs)
+
+    def infer(self, x, **fit_params):
+        return self.module_(move_to(x, self.device))
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = self.module_.loss(y_pred, move_to(y_true, self.device))
+        if not torch.isfinite(loss):
+            epoch = len(self.history) if self.history else 0
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} in epoch {epoch} "
+                f"({'training' if training else 'validation'}); lower `lr`, or check the inputs "
+                "for extreme values"
+            )
+        return loss
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        # MultiViewDataset carries its own target: skorch's y stays None
+        return super().get_split_datasets(X, None, **fit_params)
+
+
+def build_net(
+    module: torch.nn.Module,
+    *,
+    n_rows: int,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_fraction: float,
+    validation_fraction: float,
+    patience: int | None,
+    device: str,
+    verbose: int,
+    random_state: int | None,
+    grad_clip: float | None = None,
+) -> MultiViewNet:
+    """A :class:`MultiViewNet` with AdamW, warm-up + cosine schedule, early stopping and a
+    progress bar, configured the way every skmat estimator trains."""
+    n_valid = int(round(validation_fraction * n_rows)) if validation_fraction else 0
+    use_valid = n_valid >= 2 and n_rows - n_valid >= 2
+    n_train = n_rows - n_valid if use_valid else n_rows
+    steps_per_epoch = max(math.ceil(n_train / batch_size), 1)
+    total = steps_per_epoch * max_epochs
+    callbacks: list = [
+        (
+            "lr_schedule",
+            LRScheduler(
+                policy=torch.optim.lr_scheduler.LambdaLR,
+                lr_lambda=WarmupCosine(total, int(warmup_fraction * total)),
+                step_every="batch",
+            ),
+        )
+    ]
+    if use_valid and patience:
+        callbacks.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))
+    if verbose:
+        callbacks.append(("progress", ProgressBar()))
+    if grad_clip:
+        from skorch.callbacks import GradientNormClipping
+
+        callbacks.append(("grad_clip", GradientNormClipping(gradient_clip_value=grad_clip)))
+    seed = None if random_state is None else int(random_state)
+    train_split = ValidSplit(validation_fraction, stratified=False, random_state=seed) if use_valid else None
+    return MultiViewNet(
+        module=module,
+        criterion=torch.nn.MSELoss,  # unused: the module computes its own loss
+        optimizer=torch.optim.AdamW,
+        optimizer__weight_decay=weight_decay,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        iterator_train__shuffle=True,
+        train_split=train_split,
+        callbacks=callbacks,
+        device=device,
+        verbose=verbose,
+    )
+
+
+def fit_net(net: MultiViewNet, dataset: MultiViewDataset, random_state: int | None) -> MultiViewNet:
+    """Seed torch (module init, shuffling, dropout) and fit; a warning-free, reproducible run."""
+    if random_state is not None:
+        torch.manual_seed(int(random_state))
+    with warnings.catch_warnings():
+        # skorch warns that y is None, which is how self-supervised fitting works here
+        warnings.filterwarnings("ignore", message=".*y.*None.*")
+        net.fit(dataset, None)
+    return net
+
+
+def run_inference(net: MultiViewNet, dataset: MultiViewDataset, fn, method: str | None = None) -> list:
+    """Apply ``fn`` to the module's output on every batch (eval mode, no grad), in row order.
+
+    ``method`` names a module method to call instead of ``forward`` (e.g. ``"embed"``).
+    """
+    outputs = []
+    net.module_.eval()
+    call = net.module_ if method is None else getattr(net.module_, method)
+    with torch.no_grad():
+        for batch, _ in net.get_iterator(dataset, training=False):
+            outputs.append(fn(call(move_to(batch, net.device))))
+    return outputs

@@ -1,0 +1,829 @@
+"""scikit-learn faces of the single-view encoders.
+
+Each encoder is a full estimator on its own — ``fit(X, y)`` trains the network and an MLP head
+on a supervised target (regression or classification, inferred from ``y``), then ``predict``,
+``score`` and ``transform`` (the learned embedding) — and, inside
+:class:`~skmat.align.MultiModalAligner`, it supplies the network and the data preparation for
+its view. Views that can be derived from a crystal structure (graph, XRD pattern, composition)
+are computed from the ``structure`` column when their own column is absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+from skmat._inputs import (
+    as_compositions,
+    is_missing,
+    present_structures,
+    row_labels,
+    to_frame,
+)
+from skmat.exceptions import InvalidInputError
+
+_TRAINING_DOC = """
+    max_epochs : int, default={max_epochs}
+        Passes over the training rows (early stopping may end sooner).
+    batch_size : int, default=64
+        Rows per optimisation step.
+    lr : float, default=1e-3
+        Peak learning rate of AdamW (linear warm-up, then cosine decay).
+    weight_decay : float, default=1e-4
+        AdamW weight decay.
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping (0 disables it).
+    patience : int, default=5
+        Epochs without improvement of the validation loss before stopping.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU; or any torch device string.
+    random_state : int or None, default=None
+        Seeds weight initialisation, shuffling and the validation split.
+    verbose : int, default=0
+        ``> 0`` prints the training log and a progress bar.
+"""
+
+
+class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
+    """Shared behaviour: preparation hooks for the aligner and supervised training."""
+
+    #: the DataFrame column this encoder reads by default
+    _default_view: str = ""
+
+    # -- hooks every subclass implements -------------------------------------------------
+    def _prepare(self, frame: pd.DataFrame, view: str, *, fit: bool):
+        """Return a :class:`~skmat._training.PreparedView`; with ``fit=True`` also learn input
+        statistics (scales, sizes) the network needs."""
+        raise NotImplementedError
+
+    def _make_module(self):
+        """Build the torch encoder (after ``_prepare(..., fit=True)``)."""
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _view_name(self) -> str:
+        return getattr(self, "view", None) or self._default_view
+
+    def _array_cells(self, frame: pd.DataFrame, view: str, shape_of_row) -> tuple[np.ndarray, list]:
+        """Present mask and validated float arrays of an array-valued view column."""
+        present = np.zeros(len(frame), dtype=bool)
+        arrays = []
+        if view not in frame.columns:
+            return present, arrays
+        for i, (label, value) in enumerate(zip(row_labels(frame), frame[view], strict=True)):
+            if is_missing(value):
+                continue
+            try:
+                array = np.asarray(value, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"cannot read as a numeric array: {exc}", row=label, view=view) from exc
+            expected = shape_of_row(array)
+            if expected is not None and array.shape != tuple(expected):
+                raise InvalidInputError(
+                    f"expected an array of shape {tuple(expected)}, got {array.shape}", row=label, view=view
+                )
+            if not np.all(np.isfinite(array)):
+                raise InvalidInputError("array contains NaN or inf", row=label, view=view)
+            arrays.append(array)
+            present[i] = True
+        return present, arrays
+
+    # -- supervised, standalone use -------------------------------------------------------
+    def _training_params(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "max_epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "validation_fraction",
+                "patience",
+                "device",
+                "random_state",
+                "verbose",
+            )
+        }
+
+    def fit(self, X: Any, y: Any) -> _NeuralViewEncoder:
+        """Train the encoder and an MLP head to predict *y* from this view.
+
+        Parameters
+        ----------
+        X : DataFrame or list of Structure
+            One material per row; the view's column (or ``structure`` to derive it from).
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Regression targets (floats) or class labels.
+
+        Returns
+        -------
+        self
+        """
+        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device
+        from skmat.nn.multiview import SupervisedViewModel
+
+        frame = to_frame(X, default_column=self._default_view)
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs a target y; for self-supervised alignment use "
+                "MultiModalAligner"
+            )
+        y_array = np.asarray(y)
+        if y_array.shape[0] != len(frame):
+            raise InvalidInputError(f"X has {len(frame)} rows but y has {y_array.shape[0]}")
+        if y_array.ndim > 2:
+            raise InvalidInputError(f"y must be 1-D or 2-D, got shape {y_array.shape}")
+        view = self._view_name()
+        prepared = self._prepare(frame, view, fit=True)
+        if not prepared.present.all():
+            missing = [row_labels(frame)[i] for i in np.flatnonzero(~prepared.present)[:5]]
+            raise InvalidInputError(f"view {view!r} is missing for rows {missing}", view=view)
+        target_kind = type_of_target(y_array)
+        self.task_ = "classification" if target_kind in {"binary", "multiclass"} else "regression"
+        if self.task_ == "classification":
+            self.classes_, codes = np.unique(y_array, return_inverse=True)
+            target = codes.astype(np.int64)
+            n_outputs = len(self.classes_)
+        else:
+            target = y_array.astype(np.float64)
+            if not np.all(np.isfinite(target)):
+                bad = row_labels(frame)[int(np.flatnonzero(~np.isfinite(target).reshape(len(target), -1).all(1))[0])]
+                raise InvalidInputError("target y contains NaN or inf", row=bad, view="y")
+            # standardised targets train at one learning rate whatever their unit
+            self.y_mean_ = target.mean(axis=0)
+            self.y_scale_ = target.std(axis=0) + 1e-12
+            target = ((target - self.y_mean_) / self.y_scale_).astype(np.float32)
+            n_outputs = 1 if target.ndim == 1 else target.shape[1]
+        params = self._training_params()
+        self.device_ = resolve_device(params.pop("device"))
+        module = SupervisedViewModel(view, self._make_module(), n_outputs, self.task_)
+        dataset = MultiViewDataset({view: prepared}, target)
+        random_state = params.pop("random_state")
+        self.net_ = build_net(
+            module,
+            n_rows=len(frame),
+            warmup_fraction=0.05,
+            device=self.device_,
+            random_state=random_state,
+            **params,
+        )
+        fit_net(self.net_, dataset, random_state)
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def _checked_view(self, X: Any):
+        """Prepared data of this encoder's view for every row of *X* (all rows must have it)."""
+        check_is_fitted(self, "net_")
+        frame = to_frame(X, default_column=self._default_view)
+        view = self._view_name()
+        prepared = self._prepare(frame, view, fit=False)
+        if not prepared.present.all():
+            missing = [row_labels(frame)[i] for i in np.flatnonzero(~prepared.present)[:5]]
+            raise InvalidInputError(f"view {view!r} is missing for rows {missing}", view=view)
+        return view, prepared
+
+    def _head_outputs(self, X: Any) -> np.ndarray:
+        from skmat._training import MultiViewDataset, run_inference
+
+        view, prepared = self._checked_view(X)
+        parts = run_inference(self.net_, MultiViewDataset({view: prepared}), lambda out: out[0].cpu().numpy())
+        return np.concatenate(parts)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The learned embedding of each row (output of the encoder, before the head).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, out_dim), float32
+        """
+        from skmat._training import MultiViewDataset, run_inference
+
+        view, prepared = self._checked_view(X)
+        dataset = MultiViewDataset({view: prepared})
+        parts = run_inference(self.net_, dataset, lambda out: out[0].cpu().numpy(), method="embed")
+        return np.concatenate(parts).astype(np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets (regression) or class labels (classification)."""
+        raw = self._head_outputs(X)
+        if self.task_ == "classification":
+            return self.classes_[raw.argmax(axis=1)]
+        out = raw * self.y_scale_ + self.y_mean_
+        return out.ravel() if np.ndim(self.y_mean_) == 0 else out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (classification only)."""
+        check_is_fitted(self, "net_")
+        if self.task_ != "classification":
+            raise AttributeError("predict_proba is only available for classification targets")
+        logits = self._head_outputs(X)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def score(self, X: Any, y: Any) -> float:
+        """R² for regression, accuracy for classification."""
+        prediction = self.predict(X)
+        if self.task_ == "classification":
+            return float(accuracy_score(np.asarray(y), prediction))
+        return float(r2_score(np.asarray(y, dtype=float), prediction))
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        n = self.net_.module_.encoder.out_dim
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(n)], dtype=object)
+
+
+def _init_doc(cls, max_epochs: int):
+    cls.__doc__ = cls.__doc__.replace("%(training)s", _TRAINING_DOC.format(max_epochs=max_epochs).strip("\n"))
+    return cls
+
+
+class StructureEncoder(_NeuralViewEncoder):
+    """Periodic graph neural network over the crystal structure.
+
+    Parameters
+    ----------
+    architecture : {"cgcnn", "schnet", "dimenetpp"}, default="cgcnn"
+        CGCNN is the fast CPU default; SchNet and DimeNet++ are PyG's models fed periodic
+        edges.
+    hidden_dim : int, default=64
+        Width of the message-passing layers.
+    n_layers : int, default=3
+        Message-passing layers (interaction blocks).
+    out_dim : int, default=128
+        Size of the embedding.
+    cutoff : float, default=6.0
+        Neighbour cutoff radius in Å.
+    max_neighbors : int, default=12
+        Nearest neighbours kept per atom.
+    view : str or None, default=None
+        Column holding the structures; ``None`` means ``"structure"``.
+    memory : None, str or joblib.Memory, default=None
+        Cache for the neighbour lists.
+%(training)s
+
+    Examples
+    --------
+    >>> from skmat.datasets import load_prototypes
+    >>> X, y = load_prototypes(return_X_y=True, target="a_scaled")
+    >>> enc = StructureEncoder(max_epochs=1, random_state=0).fit(X[:32], y[:32])
+    >>> enc.transform(X[:4]).shape
+    (4, 128)
+    """
+
+    _default_view = "structure"
+
+    def __init__(
+        self,
+        architecture: str = "cgcnn",
+        hidden_dim: int = 64,
+        n_layers: int = 3,
+        out_dim: int = 128,
+        cutoff: float = 6.0,
+        max_neighbors: int = 12,
+        view: str | None = None,
+        memory=None,
+        max_epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.architecture = architecture
+        self.hidden_dim = hidden_dim
+        self.n_layers = n_layers
+        self.out_dim = out_dim
+        self.cutoff = cutoff
+        self.max_neighbors = max_neighbors
+        self.view = view
+        self.memory = memory
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+        from skmat.features.graph import CrystalGraph
+
+        source = frame if view in ("structure", "cif") else frame.rename(columns={view: "structure"})
+        present, structures = present_structures(source)
+        featurizer = CrystalGraph(
+            cutoff=self.cutoff,
+            max_neighbors=self.max_neighbors,
+            triplets=False,
+            memory=self.memory,
+            verbose=self.verbose,
+        )
+        graphs = featurizer.fit_transform(structures) if structures else featurizer.fit([]).transform([])
+        return PreparedView(graphs, present)
+
+    def _make_module(self):
+        from skmat.nn.gnn import make_structure_encoder
+
+        return make_structure_encoder(
+            self.architecture,
+            hidden_dim=self.hidden_dim,
+            n_layers=self.n_layers,
+            out_dim=self.out_dim,
+            cutoff=self.cutoff,
+        )
+
+
+class XRDEncoder(_NeuralViewEncoder):
+    """1-D convolutional network over a powder XRD pattern (as UniMat).
+
+    Patterns come from the ``xrd`` column (1-D arrays on this encoder's 2θ grid) or are
+    simulated from ``structure`` with :class:`~skmat.features.XRDPattern` when the column is
+    absent or a cell is missing. Each pattern is scaled to a maximum of 1.
+
+    Parameters
+    ----------
+    wavelength : str or float, default="CuKa"
+        Radiation used to simulate patterns.
+    two_theta_range : tuple of float, default=(5.0, 90.0)
+        2θ window in degrees.
+    n_bins : int, default=1701
+        Grid points over the window.
+    peak_width : float, default=0.15
+        Full width at half maximum of simulated peaks, degrees 2θ.
+    channels : tuple of int, default=(32, 64, 128)
+        Convolution channels per stage.
+    out_dim : int, default=128
+        Size of the embedding.
+    view : str or None, default=None
+        Column of patterns; ``None`` means ``"xrd"``.
+    memory : None, str or joblib.Memory, default=None
+        Cache for simulated patterns.
+%(training)s
+
+    Examples
+    --------
+    >>> from skmat.datasets import load_prototypes
+    >>> X, y = load_prototypes(return_X_y=True, target="crystal_system")
+    >>> enc = XRDEncoder(n_bins=512, max_epochs=1, random_state=0).fit(X[:32], y[:32])
+    >>> enc.predict(X[:2]).shape
+    (2,)
+    """
+
+    _default_view = "xrd"
+
+    def __init__(
+        self,
+        wavelength: str | float = "CuKa",
+        two_theta_range: tuple[float, float] = (5.0, 90.0),
+        n_bins: int = 1701,
+        peak_width: float = 0.15,
+        channels: tuple[int, ...] = (32, 64, 128),
+        out_dim: int = 128,
+        view: str | None = None,
+        memory=None,
+        max_epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.wavelength = wavelength
+        self.two_theta_range = two_theta_range
+        self.n_bins = n_bins
+        self.peak_width = peak_width
+        self.channels = channels
+        self.out_dim = out_dim
+        self.view = view
+        self.memory = memory
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _featurizer(self):
+        from skmat.features.xrd import XRDPattern
+
+        return XRDPattern(
+            wavelength=self.wavelength,
+            two_theta_range=self.two_theta_range,
+            n_bins=self.n_bins,
+            peak_width=self.peak_width,
+            normalize="max",
+            memory=self.memory,
+            verbose=self.verbose,
+        )
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+
+        present, arrays = self._array_cells(frame, view, lambda a: (self.n_bins,))
+        patterns = np.zeros((len(frame), self.n_bins), dtype=np.float32)
+        if arrays:
+            given = np.stack(arrays)
+            if np.any(given < 0):
+                rows = np.flatnonzero(present)
+                bad = rows[int(np.flatnonzero((given < 0).any(axis=1))[0])]
+                raise InvalidInputError("XRD intensities must be non-negative", row=row_labels(frame)[bad], view=view)
+            peak = given.max(axis=1, keepdims=True)
+            patterns[present] = given / np.where(peak > 0, peak, 1.0)
+        has_structure, structures = present_structures(frame)
+        derive = has_structure & ~present
+        if derive.any():
+            keep = derive[has_structure]
+            chosen = [s for s, k in zip(structures, keep, strict=True) if k]
+            patterns[derive] = self._featurizer().fit_transform(chosen)
+            present = present | derive
+        return PreparedView(patterns[present], present)
+
+    def _make_module(self):
+        from skmat.nn.views import XRDConvNet
+
+        return XRDConvNet(self.n_bins, out_dim=self.out_dim, channels=tuple(self.channels))
+
+
+class CompositionEncoder(_NeuralViewEncoder):
+    """MLP over Magpie element-property statistics of the composition (as UniMat).
+
+    The composition comes from a ``composition`` column (Composition or formula string) or
+    from ``structure``. Features are standardised with statistics learned at fit.
+
+    Parameters
+    ----------
+    hidden_dims : tuple of int, default=(256, 256)
+        Hidden layer widths.
+    out_dim : int, default=128
+        Size of the embedding.
+    dropout : float, default=0.1
+        Dropout between hidden layers.
+    view : str or None, default=None
+        Column of compositions; ``None`` means ``"composition"``.
+    memory : None, str or joblib.Memory, default=None
+        Cache for the Magpie features.
+%(training)s
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"composition": ["NaCl", "KCl", "MgO", "CaO"] * 4})
+    >>> y = [5.6, 6.3, 4.2, 4.8] * 4
+    >>> CompositionEncoder(max_epochs=2, validation_fraction=0, random_state=0).fit(X, y).transform(X).shape
+    (16, 128)
+    """
+
+    _default_view = "composition"
+
+    def __init__(
+        self,
+        hidden_dims: tuple[int, ...] = (256, 256),
+        out_dim: int = 128,
+        dropout: float = 0.1,
+        view: str | None = None,
+        memory=None,
+        max_epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.hidden_dims = hidden_dims
+        self.out_dim = out_dim
+        self.dropout = dropout
+        self.view = view
+        self.memory = memory
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+        from skmat.features.composition import CompositionFeatures
+
+        present = np.zeros(len(frame), dtype=bool)
+        compositions: list = [None] * len(frame)
+        if view in frame.columns:
+            rows = [i for i, v in enumerate(frame[view]) if not is_missing(v)]
+            parsed = as_compositions(frame.iloc[rows][[view]].set_axis([row_labels(frame)[i] for i in rows]), column=view)
+            for i, c in zip(rows, parsed, strict=True):
+                compositions[i] = c
+                present[i] = True
+        has_structure, structures = present_structures(frame)
+        for i, s in zip(np.flatnonzero(has_structure), structures, strict=True):
+            if not present[i]:
+                compositions[i] = s.composition
+                present[i] = True
+        chosen = [compositions[i] for i in np.flatnonzero(present)]
+        featurizer = CompositionFeatures(memory=self.memory, verbose=self.verbose)
+        if chosen:
+            features = featurizer.fit_transform(chosen).astype(np.float64)
+        else:
+            features = np.zeros((0, len(featurizer.fit(["H"]).get_feature_names_out())))
+        if fit:
+            if len(features) == 0:
+                raise InvalidInputError("no row has a composition or structure", view=view)
+            self.feature_mean_ = np.nanmean(features, axis=0)
+            self.feature_scale_ = np.nanstd(features, axis=0)
+            self.feature_scale_[~(self.feature_scale_ > 1e-12)] = 1.0
+            self.feature_mean_ = np.nan_to_num(self.feature_mean_)
+        check_is_fitted(self, "feature_mean_")
+        scaled = np.nan_to_num((features - self.feature_mean_) / self.feature_scale_).astype(np.float32)
+        return PreparedView(scaled, present)
+
+    def _make_module(self):
+        from skmat.nn.views import MLPEncoder
+
+        return MLPEncoder(
+            len(self.feature_mean_), out_dim=self.out_dim, hidden_dims=tuple(self.hidden_dims), dropout=self.dropout
+        )
+
+
+class DOSEncoder(_NeuralViewEncoder):
+    """Transformer over the electronic density of states (as MLCM).
+
+    Cells of the ``dos`` column are ``(2, L)`` arrays (energy − E_F in eV, density); every
+    material's grid differs, so each is resampled onto a fixed window around the Fermi level.
+
+    Parameters
+    ----------
+    energy_window : tuple of float, default=(-10.0, 10.0)
+        Energies (eV, relative to E_F) kept.
+    n_points : int, default=256
+        Points of the resampled grid.
+    out_dim : int, default=128
+        Size of the embedding.
+    view : str or None, default=None
+        Column of DOS arrays; ``None`` means ``"dos"``.
+%(training)s
+
+    Examples
+    --------
+    >>> from skmat.datasets import fetch_multimat_sample
+    >>> X, y = fetch_multimat_sample(return_X_y=True, target="bulk_modulus")  # doctest: +SKIP
+    """
+
+    _default_view = "dos"
+
+    def __init__(
+        self,
+        energy_window: tuple[float, float] = (-10.0, 10.0),
+        n_points: int = 256,
+        out_dim: int = 128,
+        view: str | None = None,
+        max_epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.energy_window = energy_window
+        self.n_points = n_points
+        self.out_dim = out_dim
+        self.view = view
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+        from skmat.features.spectra import resample_dos
+
+        present, arrays = self._array_cells(frame, view, lambda a: None)
+        for label, array in zip([row_labels(frame)[i] for i in np.flatnonzero(present)], arrays, strict=True):
+            if array.ndim != 2 or array.shape[0] != 2:
+                raise InvalidInputError(
+                    f"a DOS cell must be a (2, L) array of energy and density, got shape {array.shape}",
+                    row=label,
+                    view=view,
+                )
+        values = (
+            resample_dos(arrays, energy_window=tuple(self.energy_window), n_points=self.n_points)
+            if arrays
+            else np.zeros((0, self.n_points), dtype=np.float32)
+        )
+        if fit:
+            if len(values) == 0:
+                raise InvalidInputError("no row has a DOS", view=view)
+            # one global scale: densities are states/eV/cell and span orders of magnitude
+            self.dos_scale_ = float(np.percentile(values, 99)) or 1.0
+        check_is_fitted(self, "dos_scale_")
+        return PreparedView(np.log1p(np.clip(values, 0, None) / self.dos_scale_).astype(np.float32), present)
+
+    def _make_module(self):
+        from skmat.nn.views import DOSEncoder as DOSNet
+
+        return DOSNet(self.n_points, out_dim=self.out_dim)
+
+
+class ChargeDensityEncoder(_NeuralViewEncoder):
+    """3-D convolutional network with periodic padding over the charge density (as MLCM).
+
+    Parameters
+    ----------
+    channels : tuple of int, default=(16, 32, 64)
+        Channels per convolution stage.
+    out_dim : int, default=128
+        Size of the embedding.
+    view : str or None, default=None
+        Column of 3-D arrays; ``None`` means ``"charge_density"``.
+%(training)s
+
+    Examples
+    --------
+    >>> enc = ChargeDensityEncoder(max_epochs=1)
+    >>> enc.get_params()["channels"]
+    (16, 32, 64)
+    """
+
+    _default_view = "charge_density"
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (16, 32, 64),
+        out_dim: int = 128,
+        view: str | None = None,
+        max_epochs: int = 30,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.channels = channels
+        self.out_dim = out_dim
+        self.view = view
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+        from skmat.features.spectra import normalize_charge_density
+
+        grid = getattr(self, "grid_shape_", None)
+        present, arrays = self._array_cells(frame, view, lambda a: grid)
+        for label, array in zip([row_labels(frame)[i] for i in np.flatnonzero(present)], arrays, strict=True):
+            if array.ndim != 3:
+                raise InvalidInputError(f"a charge density must be a 3-D grid, got shape {array.shape}", row=label, view=view)
+        if fit:
+            if not arrays:
+                raise InvalidInputError("no row has a charge density", view=view)
+            shapes = {a.shape for a in arrays}
+            if len(shapes) > 1:
+                raise InvalidInputError(f"charge-density grids differ in shape: {sorted(shapes)}", view=view)
+            self.grid_shape_ = arrays[0].shape
+        values = (
+            np.stack([normalize_charge_density(a) for a in arrays]).astype(np.float32)
+            if arrays
+            else np.zeros((0, *self.grid_shape_), dtype=np.float32)
+        )
+        return PreparedView(values, present)
+
+    def _make_module(self):
+        from skmat.nn.views import ChargeDensityCNN
+
+        return ChargeDensityCNN(grid=self.grid_shape_[0], out_dim=self.out_dim, channels=tuple(self.channels))
+
+
+class TextEncoder(_NeuralViewEncoder):
+    """MLP over text embeddings (precomputed vectors, e.g. MatBERT, or raw text embedded with
+    sentence-transformers when it is installed).
+
+    Parameters
+    ----------
+    hidden_dims : tuple of int, default=(256,)
+        Hidden layer widths.
+    out_dim : int, default=128
+        Size of the embedding.
+    sentence_model : str, default="all-MiniLM-L6-v2"
+        sentence-transformers model used for cells holding raw strings.
+    view : str or None, default=None
+        Column of embeddings or strings; ``None`` means ``"text"``.
+%(training)s
+
+    Examples
+    --------
+    >>> TextEncoder(out_dim=64).get_params()["out_dim"]
+    64
+    """
+
+    _default_view = "text"
+
+    def __init__(
+        self,
+        hidden_dims: tuple[int, ...] = (256,),
+        out_dim: int = 128,
+        sentence_model: str = "all-MiniLM-L6-v2",
+        view: str | None = None,
+        max_epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        device: str = "auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.hidden_dims = hidden_dims
+        self.out_dim = out_dim
+        self.sentence_model = sentence_model
+        self.view = view
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, frame, view, *, fit):
+        from skmat._training import PreparedView
+
+        if view in frame.columns and any(isinstance(v, str) for v in frame[view]):
+            from skmat.nn.views import SentenceEmbedder
+
+            strings = [v if isinstance(v, str) else None for v in frame[view]]
+            rows = [i for i, s in enumerate(strings) if s is not None]
+            embedded = SentenceEmbedder(self.sentence_model).encode([strings[i] for i in rows])
+            cells = list(frame[view])
+            for i, e in zip(rows, embedded, strict=True):
+                cells[i] = e
+            frame = frame.assign(**{view: cells})
+        dim = getattr(self, "embedding_dim_", None)
+        present, arrays = self._array_cells(frame, view, lambda a: None if dim is None else (dim,))
+        if fit:
+            if not arrays:
+                raise InvalidInputError("no row has a text embedding", view=view)
+            self.embedding_dim_ = arrays[0].shape[0]
+            present, arrays = self._array_cells(frame, view, lambda a: (self.embedding_dim_,))
+        values = np.stack(arrays) if arrays else np.zeros((0, self.embedding_dim_), dtype=np.float32)
+        return PreparedView(values.astype(np.float32), present)
+
+    def _make_module(self):
+        from skmat.nn.views import MLPEncoder
+
+        return MLPEncoder(self.embedding_dim_, out_dim=self.out_dim, hidden_dims=tuple(self.hidden_dims))
+
+
+for _cls, _epochs in [
+    (StructureEncoder, 30),
+    (XRDEncoder, 30),
+    (CompositionEncoder, 30),
+    (DOSEncoder, 30),
+    (ChargeDensityEncoder, 30),
+    (TextEncoder, 30),
+]:
+    _init_doc(_cls, _epochs)

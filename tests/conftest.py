@@ -1,0 +1,52 @@
+"""Shared fixtures: real structures only (pymatgen's bundled ones and the MP-20 files in the data home)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_home() -> Path:
+    env = os.environ.get("SKMAT_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_home() -> Path:
+    """The shared data folder; tests that need it fail (not skip) when it is absent."""
+    home = _data_home()
+    assert home.is_dir(), f"SKMAT_DATA={home} does not exist: CI must point it at ../shared/data"
+    return home
+
+
+@pytest.fixture(scope="session")
+def bundled_structures():
+    """The ~20 real structures pymatgen ships in pymatgen/util/structures (offline, fast)."""
+    import pymatgen.util
+    from pymatgen.core import Structure
+
+    folder = Path(pymatgen.util.__file__).parent / "structures"
+    structures = [Structure.from_file(p) for p in sorted(folder.glob("*.json"))]
+    assert len(structures) >= 10
+    return structures
+
+
+@pytest.fixture(scope="session")
+def mp20_val_rows(data_home):
+    """First 200 rows of MP-20 val as a DataFrame with parsed ``structure`` objects."""
+    import pandas as pd
+    from pymatgen.core import Structure
+
+    frame = pd.read_csv(data_home / "mp_20" / "val.csv.gz", nrows=200)
+    frame["structure"] = [Structure.from_str(c, fmt="cif") for c in frame["cif"]]
+    return frame
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
