@@ -67,6 +67,33 @@ class PreparedView:
         return x, torch.from_numpy(present)
 
 
+class ViewBatch:
+    """A mini-batch of several views: ``{view: (x, present)}`` plus the number of rows.
+
+    Deliberately not a ``Mapping``: skorch measures a batch with ``len()``, and would
+    otherwise try to take the length of every tensor inside.
+    """
+
+    def __init__(self, views: dict, n_rows: int):
+        self.views = views
+        self.n_rows = n_rows
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, view: str):
+        return self.views[view]
+
+    def __contains__(self, view: str) -> bool:
+        return view in self.views
+
+    def items(self):
+        return self.views.items()
+
+    def to(self, device) -> ViewBatch:
+        return ViewBatch(move_to(self.views, device), self.n_rows)
+
+
 class MultiViewDataset(Dataset):
     """Rows of several prepared views (and an optional target) for a torch DataLoader.
 
@@ -89,7 +116,7 @@ class MultiViewDataset(Dataset):
 
     def collate(self, indices: list[int]):
         rows = np.asarray(indices, dtype=np.int64)
-        batch = {name: view.batch(rows) for name, view in self.views.items()}
+        batch = ViewBatch({name: view.batch(rows) for name, view in self.views.items()}, len(rows))
         y = None if self.y is None else torch.from_numpy(np.ascontiguousarray(self.y[rows]))
         return batch, y
 
@@ -227,10 +254,18 @@ def build_net(
     )
 
 
-def fit_net(net: MultiViewNet, dataset: MultiViewDataset, random_state: int | None) -> MultiViewNet:
-    """Seed torch (module init, shuffling, dropout) and fit; a warning-free, reproducible run."""
+def seed_torch(random_state: int | None) -> None:
+    """Seed torch's global generator (weight init, shuffling, dropout) when a seed is given."""
     if random_state is not None:
         torch.manual_seed(int(random_state))
+
+
+def fit_net(net: MultiViewNet, dataset: MultiViewDataset, random_state: int | None) -> MultiViewNet:
+    """Seed torch (shuffling, dropout) and fit; a warning-free, reproducible run.
+
+    The module must have been built after :func:`seed_torch` for identical initial weights.
+    """
+    seed_torch(random_state)
     with warnings.catch_warnings():
         # skorch warns that y is None, which is how self-supervised fitting works here
         warnings.filterwarnings("ignore", message=".*y.*None.*")

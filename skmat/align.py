@@ -153,14 +153,21 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # nested parameters (``encoders__xrd__n_bins``) as in ColumnTransformer
+    # Nested parameters work as in ColumnTransformer (``xrd__n_bins``) and, spelled out,
+    # through the parameter that holds the encoders (``encoders__xrd__n_bins``).
     def get_params(self, deep: bool = True) -> dict:
         if self.encoders is None:
             return BaseEstimator.get_params(self, deep=deep)
-        return self._get_params("encoders", deep=deep)
+        params = self._get_params("encoders", deep=deep)
+        if deep:
+            for name, encoder in self.encoders:
+                for key, value in encoder.get_params(deep=True).items():
+                    params[f"encoders__{name}__{key}"] = value
+        return params
 
     def set_params(self, **params) -> MultiModalAligner:
-        if self.encoders is None and any(k.startswith("encoders__") for k in params):
+        params = {k.removeprefix("encoders__"): v for k, v in params.items()}
+        if self.encoders is None and any("__" in k for k in params):
             self.encoders = default_encoders()
         self._set_params("encoders", **params)
         return self
@@ -187,8 +194,9 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             raise ValueError(f"fusion must be one of {_FUSIONS}, got {self.fusion!r}")
         if self.loss == "anchored" and self.anchor is not None and self.anchor not in names:
             raise ValueError(f"anchor {self.anchor!r} is not one of the views {names}")
-        if not 0 < float(self.temperature) <= 10:
-            raise ValueError(f"temperature must be in (0, 10], got {self.temperature!r}")
+        if not 0.01 <= float(self.temperature) <= 1.0:
+            # the range the learnable temperature is clamped to (ContrastiveLoss)
+            raise ValueError(f"temperature must be in [0.01, 1], got {self.temperature!r}")
         if int(self.latent_dim) < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim!r}")
         if not 0 <= float(self.view_dropout) < 1:
@@ -221,7 +229,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device
+        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
         from skmat.nn.losses import ContrastiveLoss
         from skmat.nn.multiview import MultiViewAligner
 
@@ -243,6 +251,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             co_present = np.stack([v.present for v in prepared.values()]).sum(axis=0) >= 2
             if co_present.sum() < 2:
                 raise InvalidInputError("fewer than 2 rows have two or more views: nothing to align")
+        seed_torch(self.random_state)
         module = MultiViewAligner(
             {name: enc._make_module() for name, enc in encoders},
             latent_dim=int(self.latent_dim),

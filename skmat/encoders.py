@@ -125,7 +125,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device
+        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
         from skmat.nn.multiview import SupervisedViewModel
 
         frame = to_frame(X, default_column=self._default_view)
@@ -162,6 +162,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
             n_outputs = 1 if target.ndim == 1 else target.shape[1]
         params = self._training_params()
         self.device_ = resolve_device(params.pop("device"))
+        seed_torch(self.random_state)
         module = SupervisedViewModel(view, self._make_module(), n_outputs, self.task_)
         dataset = MultiViewDataset({view: prepared}, target)
         random_state = params.pop("random_state")

@@ -77,8 +77,11 @@ def test_max_neighbors_keeps_the_nearest(mp20_structures):
         np.testing.assert_allclose(kept, expected, atol=1e-4)
         # every neighbour strictly closer than the k-th distance must be among the kept ones
         kth = expected[-1]
-        strictly_closer = {(n.index, tuple(np.rint(n.image).astype(int))) for n in reference if n.nn_distance < kth - 1e-6}
-        kept_pairs = {(int(j), tuple(img)) for j, img in zip(source[target == i], graphs.edge_image[target == i].tolist(), strict=True)}
+        strictly_closer = {
+            (n.index, tuple(np.rint(n.image).astype(int))) for n in reference if n.nn_distance < kth - 1e-6
+        }
+        images = graphs.edge_image[target == i].tolist()
+        kept_pairs = {(int(j), tuple(img)) for j, img in zip(source[target == i], images, strict=True)}
         assert strictly_closer <= kept_pairs
 
 
@@ -127,7 +130,10 @@ def test_ties_are_broken_deterministically():
 
 
 def _brute_force_triplets(edge_index: np.ndarray, edge_image: np.ndarray) -> set:
-    edges = [(int(j), int(i), tuple(img)) for j, i, img in zip(edge_index[0], edge_index[1], edge_image.tolist(), strict=True)]
+    edges = [
+        (int(j), int(i), tuple(img))
+        for j, i, img in zip(edge_index[0], edge_index[1], edge_image.tolist(), strict=True)
+    ]
     pairs = set()
     for ji, (j, i, image_ji) in enumerate(edges):
         for kj, (k, centre, image_kj) in enumerate(edges):
@@ -164,7 +170,8 @@ def test_triplets_share_atom_j_and_are_angles(mp20_structures):
     graph_of_triplet = np.repeat(np.arange(len(graphs)), graphs.num_triplets)
     lattice = graphs.lattice.astype(np.float64)[graph_of_triplet]
     image_k = (graphs.edge_image[kj] + graphs.edge_image[ji]).astype(np.float64)
-    pos_k = graphs.cart_coords[graphs.edge_index[0, kj] + atom_base] + np.einsum("tk,tkl->tl", image_k, lattice)
+    shift_k = np.einsum("tk,tkl->tl", image_k, lattice)
+    pos_k = graphs.cart_coords[graphs.edge_index[0, kj] + atom_base] + shift_k
     pos_i = graphs.cart_coords[graphs.edge_index[1, ji] + atom_base]
     assert np.linalg.norm(pos_k - pos_i, axis=1).min() > 0.1
 
@@ -192,7 +199,8 @@ def test_subset_and_concat_round_trip(mp20_structures):
     with pytest.raises(IndexError):
         graphs[np.ones(3, dtype=bool)]
     with pytest.raises(ValueError, match="different settings"):
-        CrystalGraphData.concat([graphs, CrystalGraph(cutoff=3.0, triplets=True).fit_transform(mp20_structures[:2])])
+        other = CrystalGraph(cutoff=3.0, triplets=True).fit_transform(mp20_structures[:2])
+        CrystalGraphData.concat([graphs, other])
 
 
 def test_pickle_and_joblib(mp20_structures, tmp_path):
@@ -228,15 +236,18 @@ def test_dataframe_with_cif_column(mp20_val_rows):
 
 def test_isolated_atom_gets_no_edges(mp20_structures):
     lone = Structure(Lattice.cubic(20.0), ["Xe", "Xe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    graphs = CrystalGraph(cutoff=6.0, triplets=True).fit_transform([mp20_structures[0], lone, mp20_structures[1]])
+    featurizer = CrystalGraph(cutoff=6.0, triplets=True)
+    graphs = featurizer.fit_transform([mp20_structures[0], lone, mp20_structures[1]])
     assert graphs.num_edges[1] == 0 and graphs.num_triplets[1] == 0
     assert graphs.num_atoms[1] == 2
-    assert graphs[[0, 2]].equals(CrystalGraph(cutoff=6.0, triplets=True).fit_transform([mp20_structures[0], mp20_structures[1]]))
+    assert graphs[[0, 2]].equals(featurizer.transform(mp20_structures[:2]))
 
 
 def test_disordered_structure_is_refused_naming_the_row(bundled_structures, mp20_val_rows):
     disordered = next(s for s in bundled_structures if not s.is_ordered)
-    frame = pd.DataFrame({"material_id": ["ok-1", "bad-2"], "structure": [mp20_val_rows["structure"][0], disordered]})
+    frame = pd.DataFrame(
+        {"material_id": ["ok-1", "bad-2"], "structure": [mp20_val_rows["structure"][0], disordered]}
+    )
     with pytest.raises(InvalidInputError, match="disordered") as info:
         CrystalGraph().fit_transform(frame)
     assert info.value.row == "bad-2" and info.value.view == "structure"

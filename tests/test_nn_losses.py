@@ -105,12 +105,18 @@ def ref_barlow(zs, lam, eps=1e-5):
 
 
 def _emb(**views):
-    return {name: torch.tensor(value, dtype=torch.float64, requires_grad=True) for name, value in views.items()}
+    return {
+        name: torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        for name, value in views.items()
+    }
 
 
 def _random_views(names, n=6, dim=4, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return {v: torch.randn(n, dim, generator=gen, dtype=torch.float64, requires_grad=True) for v in names}
+    return {
+        v: torch.randn(n, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+        for v in names
+    }
 
 
 # --------------------------------------------------------------------------- hand values
@@ -120,7 +126,8 @@ def test_clip_matches_hand_computation():
     expected = ref_clip(A, B, 0.5)
     assert clip_loss(_emb(a=A, b=B), None, 0.5).item() == pytest.approx(expected, rel=1e-10)
     # tensor temperature and explicit views on a 3-view dict give the same number
-    got = clip_loss(_emb(a=A, b=B, c=C), None, torch.tensor(0.5, dtype=torch.float64), views=("a", "b"))
+    temperature = torch.tensor(0.5, dtype=torch.float64)
+    got = clip_loss(_emb(a=A, b=B, c=C), None, temperature, views=("a", "b"))
     assert got.item() == pytest.approx(expected, rel=1e-10)
 
 
@@ -131,7 +138,8 @@ def test_clip_without_views_needs_exactly_two():
 
 def test_all_pairs_matches_hand_computation():
     expected = (ref_clip(A, B, 0.3) + ref_clip(A, C, 0.3) + ref_clip(B, C, 0.3)) / 3
-    assert all_pairs_loss(_emb(a=A, b=B, c=C), None, 0.3).item() == pytest.approx(expected, rel=1e-10)
+    got = all_pairs_loss(_emb(a=A, b=B, c=C), None, 0.3)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_anchored_matches_hand_computation():
@@ -148,12 +156,14 @@ def test_tensor_matches_hand_computation():
 
 
 def test_tensor_with_two_views_is_clip():
-    assert tensor_loss(_emb(a=A, b=B), None, 0.4).item() == pytest.approx(ref_clip(A, B, 0.4), rel=1e-10)
+    got = tensor_loss(_emb(a=A, b=B), None, 0.4)
+    assert got.item() == pytest.approx(ref_clip(A, B, 0.4), rel=1e-10)
 
 
 def test_barlow_two_way_matches_hand_computation():
     expected = ref_barlow([A, B], lam=0.1)
-    assert barlow_loss(_emb(a=A, b=B), None, 0.07, lambda_offdiag=0.1).item() == pytest.approx(expected, rel=1e-9)
+    got = barlow_loss(_emb(a=A, b=B), None, 0.07, lambda_offdiag=0.1)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_barlow_three_way_matches_hand_computation():
@@ -191,7 +201,7 @@ def test_gradients_reach_every_view_and_the_temperature(name):
 
 
 def _options(name):
-    return {"views": ("a", "b")} if name == "clip" else {"anchor": "a"} if name == "anchored" else {}
+    return {"clip": {"views": ("a", "b")}, "anchored": {"anchor": "a"}}.get(name, {})
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -199,7 +209,7 @@ def test_view_missing_for_whole_batch_is_finite_and_backpropagates(name):
     emb = _random_views("abc")
     with torch.no_grad():
         emb["c"][:] = float("nan")  # what a missing view holds must not matter
-    present = {"a": torch.ones(6, dtype=torch.bool), "b": torch.ones(6, dtype=torch.bool), "c": torch.zeros(6, dtype=torch.bool)}
+    present = {v: torch.full((6,), v != "c") for v in "abc"}
     loss = LOSSES[name](emb, present, 0.1, **_options(name))
     assert torch.isfinite(loss)
     loss.backward()
@@ -241,17 +251,20 @@ def test_partial_presence_equals_loss_on_co_present_rows():
     expected = np.mean([clip_loss(sub(r, *p), None, 0.2).item() for p, r in pair_rows.items()])
     assert all_pairs_loss(emb, present, 0.2).item() == pytest.approx(expected, rel=1e-12)
 
-    expected = np.mean([clip_loss(sub(pair_rows[p], *p), None, 0.2).item() for p in (("a", "b"), ("a", "c"))])
+    anchored_pairs = (("a", "b"), ("a", "c"))
+    expected = np.mean([clip_loss(sub(pair_rows[p], *p), None, 0.2).item() for p in anchored_pairs])
     assert anchored_loss(emb, present, 0.2, anchor="a").item() == pytest.approx(expected, rel=1e-12)
 
     for loss in (tensor_loss, barlow_loss):
-        assert loss(emb, present, 0.2).item() == pytest.approx(loss(sub(both, "a", "b", "c"), None, 0.2).item(), rel=1e-12)
+        expected = loss(sub(both, "a", "b", "c"), None, 0.2).item()
+        assert loss(emb, present, 0.2).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_more_than_three_views_average_over_triples():
     emb = _random_views("abcd")
     for loss in (tensor_loss, barlow_loss):
-        expected = np.mean([loss({v: emb[v] for v in t}, None, 0.2).item() for t in combinations("abcd", 3)])
+        triples = combinations("abcd", 3)
+        expected = np.mean([loss({v: emb[v] for v in t}, None, 0.2).item() for t in triples])
         assert loss(emb, None, 0.2).item() == pytest.approx(expected, rel=1e-12)
 
 
@@ -276,7 +289,7 @@ def test_aligned_embeddings_score_lower_than_shuffled(name):
     shuffled = dict(aligned)
     shuffled["b"] = aligned["b"][torch.randperm(n, generator=gen)]
     shuffled["c"] = aligned["c"][torch.randperm(n, generator=gen)]
-    opts = {"anchor": "a"} if name == "anchored" else {"views": ("a", "b")} if name == "clip" else {}
+    opts = _options(name)
     assert LOSSES[name](aligned, None, 0.1, **opts) < LOSSES[name](shuffled, None, 0.1, **opts)
     if name == "barlow":
         two = {v: aligned[v] for v in "ab"}
@@ -327,7 +340,8 @@ def test_contrastive_loss_rejects_bad_arguments():
 def test_contrastive_loss_passes_options():
     emb = _random_views("abc")
     criterion = ContrastiveLoss("anchored", temperature=0.2, anchor="b").double()
-    assert criterion(emb, None).item() == pytest.approx(anchored_loss(emb, None, 0.2, anchor="b").item(), rel=1e-6)
+    expected = anchored_loss(emb, None, 0.2, anchor="b").item()
+    assert criterion(emb, None).item() == pytest.approx(expected, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- fusion
@@ -337,16 +351,20 @@ def test_concat_fusion_missing_view_contributes_zeros():
     torch.manual_seed(0)
     fusion = ConcatFusion(["xrd", "composition"], in_dim=3, out_dim=2, hidden_dim=5)
     emb = {"xrd": torch.randn(4, 3), "composition": torch.randn(4, 3)}
-    present = {"xrd": torch.tensor([True, False, True, False]), "composition": torch.ones(4, dtype=torch.bool)}
+    present = {
+        "xrd": torch.tensor([True, False, True, False]),
+        "composition": torch.ones(4, dtype=torch.bool),
+    }
     zeroed = {"xrd": emb["xrd"] * present["xrd"][:, None], "composition": emb["composition"]}
     expected = fusion.mlp(torch.cat([zeroed["xrd"], zeroed["composition"]], dim=1))
-    garbage = {"xrd": emb["xrd"].masked_fill(~present["xrd"][:, None], float("nan")), "composition": emb["composition"]}
+    garbage = dict(emb, xrd=emb["xrd"].masked_fill(~present["xrd"][:, None], float("nan")))
     out = fusion(garbage, present)
     assert out.shape == (4, 2) and torch.isfinite(out).all()
     torch.testing.assert_close(out, expected)
     # a view absent from the dict is a missing view for every row
     only_comp = fusion({"composition": emb["composition"]}, None)
-    torch.testing.assert_close(only_comp, fusion.mlp(torch.cat([torch.zeros(4, 3), emb["composition"]], dim=1)))
+    expected = fusion.mlp(torch.cat([torch.zeros(4, 3), emb["composition"]], dim=1))
+    torch.testing.assert_close(only_comp, expected)
 
 
 def test_concat_fusion_order_is_fixed_by_views_not_dict_order():

@@ -57,7 +57,9 @@ def _check_one_dos(value: Any, label: Any) -> tuple[np.ndarray, np.ndarray]:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read the DOS as a numeric array ({exc})", row=label, view="dos") from exc
+        raise InvalidInputError(
+            f"cannot read the DOS as a numeric array ({exc})", row=label, view="dos"
+        ) from exc
     if array.ndim != 2 or array.shape[0] != 2:
         hint = " (it looks transposed: pass dos.T)" if array.ndim == 2 and array.shape[1] == 2 else ""
         raise InvalidInputError(
@@ -119,7 +121,9 @@ def _as_dos_items(dos: Any) -> list:
                 view="dos",
             )
         if dos.ndim != 3:
-            raise InvalidInputError(f"expected an array of shape (n, 2, L), got shape {dos.shape}", view="dos")
+            raise InvalidInputError(
+                f"expected an array of shape (n, 2, L), got shape {dos.shape}", view="dos"
+            )
         return list(dos)
     if isinstance(dos, str) or not isinstance(dos, Sequence | np.ndarray | pd.Series):
         raise InvalidInputError(
@@ -381,7 +385,8 @@ def normalize_charge_density(rho: Any, method: str = "log_mean") -> np.ndarray:
         items = list(rho)
     elif isinstance(rho, str) or not isinstance(rho, Sequence | np.ndarray | pd.Series):
         raise InvalidInputError(
-            f"expected a 3-D array or a sequence of 3-D arrays, got {type(rho).__name__}", view="charge_density"
+            f"expected a 3-D array or a sequence of 3-D arrays, got {type(rho).__name__}",
+            view="charge_density",
         )
     else:
         items = list(rho)
@@ -395,9 +400,13 @@ def normalize_charge_density(rho: Any, method: str = "log_mean") -> np.ndarray:
         try:
             grid = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read as a numeric array ({exc})", row=label, view="charge_density") from exc
+            raise InvalidInputError(
+                f"cannot read as a numeric array ({exc})", row=label, view="charge_density"
+            ) from exc
         if grid.ndim != 3:
-            raise InvalidInputError(f"expected a 3-D grid, got shape {grid.shape}", row=label, view="charge_density")
+            raise InvalidInputError(
+                f"expected a 3-D grid, got shape {grid.shape}", row=label, view="charge_density"
+            )
         if shape is None:
             shape = grid.shape
         elif grid.shape != shape:

@@ -15,11 +15,10 @@ import math
 import os
 from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.fft
-from pymatgen.analysis.diffraction.core import get_anisotropic_debye_waller_factors, get_ustar
 from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS, WAVELENGTHS
 from pymatgen.core.periodic_table import Element
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
@@ -42,6 +41,9 @@ RELATIVE_INTENSITY_TOL = 1e-5
 FINE_STEPS_PER_FWHM = 40
 #: Gaussian kernels are cut at this many standard deviations (exp(-18) ~ 1.5e-8).
 GAUSSIAN_CUTOFF_SIGMAS = 6.0
+#: :func:`broaden` convolves by FFT when (deposited weights x kernel length) exceeds this
+#: times (fine points per bin x FFT length): the measured break-even of the two evaluations.
+_FFT_COST_FACTOR = 1.0
 #: Constant of the Cromer-Mann-like fit of the atomic scattering factor used by pymatgen.
 _FORM_FACTOR_PREFACTOR = 41.78214
 
@@ -77,12 +79,28 @@ def resolve_wavelength(wavelength: str | float) -> float:
     raise ValueError(f"wavelength must be a radiation name or a positive number in Å, got {wavelength!r}")
 
 
-def _scatterers(structure, debye_waller_factors: Mapping[str, float]):
-    """Flatten the sites into scatterers (one per species on a site), grouped by element.
+class _Scatterers(NamedTuple):
+    """What diffraction needs of a structure: one row per (site, species) pair.
 
-    Returns fractional coordinates (n, 3), occupancies (n,), element index of each scatterer
-    (n,), per-element atomic numbers, (a, b) coefficients and B factors, and U* (n, 3, 3) or
-    None.
+    ``XRDPattern`` hands these light records to its workers instead of Structures: joblib
+    pickles them faster, and their hash (the ``memory`` cache key) is stable, whereas a
+    ``Structure``'s pickle changes once anything (even ``repr``, which joblib calls when it
+    stores a cache entry) fills the lazily computed Cartesian coordinates of its sites.
+    """
+
+    lattice_matrix: np.ndarray  # (3, 3), rows are the lattice vectors in Å
+    frac_coords: np.ndarray  # (n, 3)
+    occupancies: np.ndarray  # (n,)
+    element_of: np.ndarray  # (n,) index into ``elements``
+    elements: tuple[str, ...]  # element symbols, oxidation states dropped
+    ustar: np.ndarray | None  # (n, 3, 3) anisotropic displacements U*, or None
+
+
+def _scatterers_of(structure) -> _Scatterers:
+    """The :class:`_Scatterers` of a pymatgen ``Structure`` (partial occupancies expanded).
+
+    Raises ``ValueError`` for an element without X-ray scattering coefficients or for
+    ``U11_cif, ...`` site properties missing on some sites.
     """
     element_index: dict[str, int] = {}
     site_of, element_of, occupancies = [], [], []
@@ -90,29 +108,26 @@ def _scatterers(structure, debye_waller_factors: Mapping[str, float]):
     for site_number, site in enumerate(structure):
         for species, occupancy in site.species.items():
             symbol = species.symbol  # drops the oxidation state, as pymatgen does
-            element_of.append(element_index.setdefault(symbol, len(element_index)))
+            if symbol not in element_index:
+                _element_scattering(symbol)  # raises for elements without coefficients
+                element_index[symbol] = len(element_index)
+            element_of.append(element_index[symbol])
             occupancies.append(occupancy)
             site_of.append(site_number)
         has_ucif = has_ucif or "U11_cif" in site.properties
-    symbols = list(element_index)
-    tables = [_element_scattering(symbol) for symbol in symbols]
-    atomic_numbers = np.array([z for z, _ in tables], dtype=float)
-    coefficients = np.stack([c for _, c in tables])  # (n_elements, 4, 2)
-    b_factors = np.array([float(debye_waller_factors.get(s, 0.0)) for s in symbols])
     ustar = None
     if has_ucif:
-        if any(debye_waller_factors.values()):
-            raise ValueError("debye_waller_factors cannot be combined with the U11_cif, ... site properties")
+        # imported only when needed: recent pymatgen (2025+) reads U_cif site properties
+        from pymatgen.analysis.diffraction.core import get_ustar
+
         ustar = get_ustar(structure)[site_of]
-    frac_coords = structure.frac_coords[site_of]
-    return (
-        frac_coords,
-        np.asarray(occupancies, dtype=float),
-        np.asarray(element_of, dtype=np.intp),
-        atomic_numbers,
-        coefficients,
-        b_factors,
-        ustar,
+    return _Scatterers(
+        lattice_matrix=np.array(structure.lattice.matrix, dtype=float),
+        frac_coords=structure.frac_coords[site_of],
+        occupancies=np.asarray(occupancies, dtype=float),
+        element_of=np.asarray(element_of, dtype=np.intp),
+        elements=tuple(element_index),
+        ustar=ustar,
     )
 
 
@@ -121,33 +136,49 @@ def _half_sphere_hkl(lattice_matrix: np.ndarray, min_g: float, max_g: float) -> 
     ``min_g <= |g| <= max_g`` in one Friedel half-space (first non-zero index positive).
 
     The box bound ``|h| <= max_g |a|`` holds because ``h = g . a`` for crystallographic
-    reciprocal vectors (no 2π).
+    reciprocal vectors (no 2π), so the box is the smallest one holding the sphere.
     """
     reciprocal = np.linalg.inv(lattice_matrix).T  # rows a*, b*, c*
     metric = reciprocal @ reciprocal.T
     # 1e-8 Å^-1 slack: pymatgen's sphere search keeps points up to r + 1e-8
     radius = max_g + 1e-8
-    h_max, k_max, l_max = (int(radius * length) for length in np.linalg.norm(lattice_matrix, axis=1))
-    h = np.arange(0, h_max + 1, dtype=float)[:, None, None]
-    k = np.arange(-k_max, k_max + 1, dtype=float)[None, :, None]
-    l = np.arange(-l_max, l_max + 1, dtype=float)[None, None, :]  # noqa: E741 (Miller index)
-    g_squared = (
-        metric[0, 0] * h * h
-        + metric[1, 1] * k * k
-        + metric[2, 2] * l * l
-        + 2 * metric[0, 1] * h * k
-        + 2 * metric[0, 2] * h * l
-        + 2 * metric[1, 2] * k * l
-    )
+    lengths = np.sqrt(np.einsum("ij,ij->i", lattice_matrix, lattice_matrix))
+    h_max, k_max, l_max = (int(radius * length) for length in lengths)
+    h = np.arange(0, h_max + 1, dtype=float)
+    k = np.arange(-k_max, k_max + 1, dtype=float)
+    l = np.arange(-l_max, l_max + 1, dtype=float)  # noqa: E741 (Miller index)
+    # g² = hᵀ G* h split into three 2-D tables, so that the box-sized work is two additions
+    hk = (metric[0, 0] * h * h)[:, None] + (metric[1, 1] * k * k)[None, :]
+    hk += (2 * metric[0, 1]) * np.outer(h, k)
+    hl = (2 * metric[0, 2]) * np.outer(h, l)
+    kl = (metric[2, 2] * l * l)[None, :] + (2 * metric[1, 2]) * np.outer(k, l)
+    g_squared = hk[:, :, None] + hl[:, None, :] + kl[None, :, :]
     keep = g_squared <= radius * radius
     if min_g > 0:
         keep &= g_squared >= min_g * min_g
     # the h = 0 plane keeps k > 0, and its k = 0 line l > 0: one point of each (g, -g) pair
     keep[0, :k_max, :] = False
     keep[0, k_max, : l_max + 1] = False
-    hi, ki, li = np.nonzero(keep)
-    hkl = np.stack([hi, ki - k_max, li - l_max], axis=1).astype(float)
-    return hkl, np.sqrt(g_squared[hi, ki, li])
+    h_index, k_index, l_index = np.nonzero(keep)
+    hkl = np.stack([h_index, k_index - k_max, l_index - l_max], axis=1)
+    return hkl, np.sqrt(g_squared[keep])
+
+
+def _phase_sums(hkl: np.ndarray, frac_coords: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``Σ_j weights[j, e] exp(2πi hkl·r_j)`` for every reflection and column e: (m, n_e).
+
+    exp(2πi (hx + ky + lz)) factorises into exp(2πi hx) exp(2πi ky) exp(2πi lz); tabulating the
+    three factors per atom and integer index costs a few hundred complex exponentials instead
+    of one per (reflection, atom) pair.
+    """
+    factors = []
+    for axis in range(3):
+        index = hkl[:, axis]
+        low = int(index.min())
+        orders = np.arange(low, int(index.max()) + 1, dtype=float)
+        table = np.exp((2j * np.pi) * np.outer(orders, frac_coords[:, axis]))  # (n_orders, n_atoms)
+        factors.append(table[index - low])  # (m, n_atoms)
+    return (factors[0] * factors[1] * factors[2]) @ weights
 
 
 def compute_peaks(
@@ -185,21 +216,41 @@ def compute_peaks(
     Examples
     --------
     >>> from pymatgen.core import Lattice, Structure
-    >>> nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> two_theta, intensity = compute_peaks(nacl, two_theta_range=(20, 40))
+    >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+    >>> two_theta, intensity = compute_peaks(nacl, two_theta_range=(20, 50))
     >>> [round(float(t), 2) for t in two_theta], [round(float(i), 1) for i in intensity]
-    ([27.38, 31.72], [9.2, 100.0])
+    ([27.39, 31.73, 45.49], [8.1, 100.0, 65.6])
     """
+    return _peaks_of_scatterers(_scatterers_of(structure), wavelength, two_theta_range, debye_waller_factors)
+
+
+def _peaks_of_scatterers(
+    scatterers: _Scatterers,
+    wavelength: str | float = "CuKa",
+    two_theta_range: tuple[float, float] | None = (5.0, 90.0),
+    debye_waller_factors: Mapping[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`compute_peaks` of a :class:`_Scatterers` record (no Structure needed)."""
     wavelength = resolve_wavelength(wavelength)
-    lo, hi = (0.0, 180.0) if two_theta_range is None else two_theta_range
+    lo, hi = (0.0, 180.0) if two_theta_range is None else _check_two_theta_range(two_theta_range)
     min_g, max_g = (2 * math.sin(math.radians(t / 2)) / wavelength for t in (lo, hi))
-    hkl, g = _half_sphere_hkl(structure.lattice.matrix, min_g, max_g)
+    hkl, g = _half_sphere_hkl(scatterers.lattice_matrix, min_g, max_g)
     if len(g) == 0:
         return np.zeros(0), np.zeros(0)
 
-    frac_coords, occupancies, element_of, atomic_numbers, coefficients, b_factors, ustar = _scatterers(
-        structure, debye_waller_factors or {}
+    debye_waller_factors = debye_waller_factors or {}
+    frac_coords, occupancies, element_of, ustar = (
+        scatterers.frac_coords,
+        scatterers.occupancies,
+        scatterers.element_of,
+        scatterers.ustar,
     )
+    if ustar is not None and any(debye_waller_factors.values()):
+        raise ValueError("debye_waller_factors cannot be combined with the U11_cif, ... site properties")
+    tables = [_element_scattering(symbol) for symbol in scatterers.elements]
+    atomic_numbers = np.array([z for z, _ in tables], dtype=float)
+    coefficients = np.stack([c for _, c in tables])  # (n_elements, 4, 2)
+    b_factors = np.array([float(debye_waller_factors.get(e, 0.0)) for e in scatterers.elements])
     # Atomic scattering factors of every element at every reflection, s = sin(θ)/λ = g/2:
     #   f(s) = Z - 41.78214 s² Σ_i a_i exp(-b_i s²)           (n_refl, n_elements)
     s_squared = (g / 2) ** 2
@@ -210,34 +261,35 @@ def compute_peaks(
     if b_factors.any():
         form = form * np.exp(-b_factors[None, :] * s_squared[:, None])
 
-    # Structure factor F(g) = Σ_j occ_j f_j(g) exp(2πi g·r_j), as cos and sin sums
-    phase = (2 * np.pi) * (hkl @ frac_coords.T)  # (n_refl, n_scatterers)
-    cos_phase, sin_phase = np.cos(phase), np.sin(phase)
+    # Structure factor F(g) = Σ_j occ_j f_j(g) exp(2πi g·r_j)
     if ustar is None:
-        # sum the phases of each element's scatterers first, then weight by its form factor
+        # phases of each element's scatterers summed first, then weighted by its form factor
         by_element = np.zeros((len(occupancies), len(atomic_numbers)))
         by_element[np.arange(len(occupancies)), element_of] = occupancies
-        real = np.einsum("me,me->m", form, cos_phase @ by_element)
-        imag = np.einsum("me,me->m", form, sin_phase @ by_element)
+        structure_factor = np.einsum("me,me->m", form, _phase_sums(hkl, frac_coords, by_element))
     else:
-        weight = form[:, element_of] * occupancies * get_anisotropic_debye_waller_factors(hkl, ustar)
-        real = np.einsum("mj,mj->m", weight, cos_phase)
-        imag = np.einsum("mj,mj->m", weight, sin_phase)
-    structure_intensity = real * real + imag * imag
+        # anisotropic displacements make every scatterer's weight depend on the reflection
+        hkl_float = hkl.astype(float)
+        displacement = np.exp(-2 * np.pi**2 * np.einsum("mi,nij,mj->mn", hkl_float, ustar, hkl_float))
+        weight = form[:, element_of] * occupancies * displacement
+        phases = _phase_sums(hkl, frac_coords, np.eye(len(occupancies)))
+        structure_factor = np.einsum("mj,mj->m", weight, phases)
+    structure_intensity = structure_factor.real**2 + structure_factor.imag**2
 
-    # Lorentz-polarisation factor (1 + cos² 2θ) / (sin² θ cos θ)
-    theta = np.arcsin(np.clip(wavelength * g / 2, -1, 1))
-    sin_theta, cos_theta = np.sin(theta), np.cos(theta)
-    lorentz_polarisation = (1 + np.cos(2 * theta) ** 2) / (sin_theta**2 * cos_theta)
+    # Lorentz-polarisation factor (1 + cos² 2θ) / (sin² θ cos θ), with sin θ = λ g / 2
+    sin_theta = np.minimum(wavelength * g / 2, 1.0)
+    sin_squared = sin_theta * sin_theta
+    cos_two_theta = 1 - 2 * sin_squared
+    lorentz_polarisation = (1 + cos_two_theta**2) / (sin_squared * np.sqrt(1 - sin_squared))
     intensity = structure_intensity * lorentz_polarisation
-    two_theta = np.degrees(2 * theta)
+    two_theta = np.degrees(2 * np.arcsin(sin_theta))
 
     # Merge reflections whose 2θ rounds to the same multiple of TWO_THETA_TOL; the peak sits
     # at the lowest 2θ of its group, as in pymatgen (which visits reflections by increasing g).
     order = np.argsort(two_theta, kind="stable")
     two_theta, intensity = two_theta[order], intensity[order]
     keys = np.round(two_theta / TWO_THETA_TOL).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     two_theta = two_theta[starts]
     intensity = np.add.reduceat(intensity, starts)
     strongest = intensity.max()
@@ -282,13 +334,11 @@ def _broadening_plan(n_bins: int, step: float, fwhm: float, shape: str, eta: flo
         reach = n_bins
     offsets = np.arange(-reach, reach + 1) * step  # output bin minus coarse bin of the stick
     phases = np.arange(oversample) * (step / oversample)
-    kernel = _peak_profile(offsets[None, :] - phases[:, None], fwhm, shape, eta) * step
+    kernel = _peak_profile(offsets[None, :] - phases[:, None], fwhm, shape, eta)
     # circular convolution aliases only into output indices below 2 reach when n_fft >= n + 2 reach - 1
     n_fft = scipy.fft.next_fast_len(n_bins + 2 * reach, real=True)
-    spectra = None
-    if shape != "gaussian":
-        # rfft of each phase's kernel, placed so that kernel[p, 0] sits at index 0
-        spectra = scipy.fft.rfft(kernel, n=n_fft, axis=1)
+    # rfft of each phase's kernel, placed so that kernel[p, 0] sits at index 0
+    spectra = scipy.fft.rfft(kernel, n=n_fft, axis=1)
     return oversample, reach, kernel, n_fft, spectra
 
 
@@ -352,7 +402,25 @@ def broaden(
         raise ValueError(f"fwhm must be positive, got {fwhm}")
     if shape not in PEAK_SHAPES:
         raise ValueError(f"shape must be one of {PEAK_SHAPES}, got {shape!r}")
-    n_bins = len(grid)
+    return _broaden_on_grid(two_theta, intensity, grid[0], step, len(grid), fwhm, shape, eta)
+
+
+def _broaden_on_grid(
+    two_theta: np.ndarray,
+    intensity: np.ndarray,
+    start: float,
+    step: float,
+    n_bins: int,
+    fwhm: float,
+    shape: str,
+    eta: float,
+    force_fft: bool | None = None,
+) -> np.ndarray:
+    """:func:`broaden` on the grid ``start + step * arange(n_bins)``, without input checks.
+
+    ``force_fft`` picks the evaluation of the convolution (tests compare the two); by default
+    the cheaper one is used.
+    """
     oversample, reach, kernel, n_fft, spectra = _broadening_plan(
         n_bins, float(step), float(fwhm), shape, float(eta) if shape == "pseudo_voigt" else 0.0
     )
@@ -360,7 +428,7 @@ def broaden(
         return np.zeros(n_bins)
 
     # Deposit: fine index f = position in fine steps, shared linearly by f0 and f0 + 1
-    fine = (two_theta - grid[0]) * (oversample / step)
+    fine = (two_theta - start) * (oversample / step)
     lower = np.floor(fine)
     upper_share = fine - lower
     fine_index = np.concatenate([lower, lower + 1]).astype(np.int64)
@@ -372,7 +440,8 @@ def broaden(
     coarse, phase, weight = coarse[inside], phase[inside], weight[inside]
 
     width = 2 * reach + 1
-    if spectra is None or len(weight) * width < oversample * n_fft * 2:
+    use_fft = len(weight) * width > _FFT_COST_FACTOR * oversample * n_fft if force_fft is None else force_fft
+    if not use_fft:
         # few sticks: scatter each one's kernel row directly (out index = coarse + offset)
         targets = coarse[:, None] + np.arange(width)[None, :]
         full = np.bincount(
@@ -400,7 +469,7 @@ def _normalise(pattern: np.ndarray, normalize: str | None) -> np.ndarray:
 
 
 def _xrd_chunk(
-    structures: list,
+    scatterers: list[_Scatterers],
     *,
     wavelength: str | float,
     two_theta_range: tuple[float, float],
@@ -413,10 +482,11 @@ def _xrd_chunk(
 ) -> np.ndarray:
     # module level so that joblib can pickle it and Memory can key its cache on it
     grid = np.linspace(two_theta_range[0], two_theta_range[1], n_bins)
-    out = np.empty((len(structures), n_bins), dtype=np.float32)
-    for row, structure in enumerate(structures):
-        two_theta, intensity = compute_peaks(structure, wavelength, two_theta_range, debye_waller_factors)
-        pattern = broaden(two_theta, intensity, grid, peak_width, peak_shape, eta)
+    step = (grid[-1] - grid[0]) / (n_bins - 1)
+    out = np.empty((len(scatterers), n_bins), dtype=np.float32)
+    for row, record in enumerate(scatterers):
+        two_theta, intensity = _peaks_of_scatterers(record, wavelength, two_theta_range, debye_waller_factors)
+        pattern = _broaden_on_grid(two_theta, intensity, grid[0], step, n_bins, peak_width, peak_shape, eta)
         out[row] = _normalise(pattern, normalize)
     return out
 
@@ -436,15 +506,17 @@ def _check_two_theta_range(two_theta_range: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"two_theta_range must be a pair of numbers, got {two_theta_range!r}") from None
     if not 0 <= lo < hi <= 180:
-        raise ValueError(f"two_theta_range must satisfy 0 <= low < high <= 180 degrees, got {two_theta_range!r}")
+        raise ValueError(
+            f"two_theta_range must satisfy 0 <= low < high <= 180 degrees, got {two_theta_range!r}"
+        )
     return lo, hi
 
 
 class XRDPattern(BaseFeaturizer):
     r"""Powder X-ray diffraction pattern of each structure on a fixed 2θ grid.
 
-    The peaks are those of pymatgen's ``XRDCalculator.get_pattern`` [1]_ (equal to 1e-6),
-    which follows chapters 11 and 12 of De Graef and McHenry [2]_:
+    The peaks are those of pymatgen's ``XRDCalculator.get_pattern`` [1]_ (positions and
+    intensities agree to about 1e-13), which follows chapters 11 and 12 of De Graef and McHenry [2]_:
 
     1. Every reciprocal lattice vector :math:`\mathbf{g}_{hkl}` inside the limiting sphere
        :math:`|\mathbf{g}| \le 2 / \lambda` (and inside ``two_theta_range``) is a reflection
@@ -522,7 +594,7 @@ class XRDPattern(BaseFeaturizer):
     Examples
     --------
     >>> from pymatgen.core import Lattice, Structure
-    >>> nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
     >>> xrd = XRDPattern(two_theta_range=(10, 80), n_bins=701)
     >>> patterns = xrd.fit_transform([nacl])
     >>> patterns.shape, patterns.dtype, float(patterns.max())
@@ -591,7 +663,9 @@ class XRDPattern(BaseFeaturizer):
         for symbol, b_factor in (self.debye_waller_factors or {}).items():
             _element_scattering(symbol)  # raises for symbols without scattering data
             if not (isinstance(b_factor, Real) and math.isfinite(b_factor)):
-                raise ValueError(f"Debye-Waller factor of {symbol!r} must be a finite number, got {b_factor!r}")
+                raise ValueError(
+                    f"Debye-Waller factor of {symbol!r} must be a finite number, got {b_factor!r}"
+                )
 
     def _chunk_kwargs(self) -> dict:
         return {
@@ -605,19 +679,26 @@ class XRDPattern(BaseFeaturizer):
             "debye_waller_factors": dict(self.debye_waller_factors) if self.debye_waller_factors else None,
         }
 
-    def _items(self, X: Any) -> list:
+    def _items(self, X: Any) -> list[_Scatterers]:
         structures = super()._items(X)
-        # a missing scattering table would otherwise fail deep inside a worker, without the row
+        # extract here, not in the workers, so that every error names its row
         frame = to_frame(X, default_column="structure")
         view = "structure" if "structure" in frame.columns else "cif"
-        labels = row_labels(frame)
-        for label, structure in zip(labels, structures, strict=True):
-            for element in structure.composition.elements:
-                if element.symbol not in ATOMIC_SCATTERING_PARAMS:
-                    raise InvalidInputError(
-                        f"no X-ray scattering coefficients for element {element.symbol!r}", row=label, view=view
-                    )
-        return structures
+        has_b_factors = any((self.debye_waller_factors or {}).values())
+        records = []
+        for label, structure in zip(row_labels(frame), structures, strict=True):
+            try:
+                record = _scatterers_of(structure)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), row=label, view=view) from exc
+            if record.ustar is not None and has_b_factors:
+                raise InvalidInputError(
+                    "debye_waller_factors cannot be combined with the U11_cif, ... site properties",
+                    row=label,
+                    view=view,
+                )
+            records.append(record)
+        return records
 
     def two_theta_grid(self) -> np.ndarray:
         """The 2θ values (degrees) of the output columns."""

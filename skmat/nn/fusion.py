@@ -23,7 +23,9 @@ def _batch_reference(embeddings: Mapping[str, Tensor], views: Sequence[str]) -> 
     for view in views:
         if view in embeddings:
             return embeddings[view]
-    raise ValueError(f"none of the fusion views {list(views)} is in embeddings ({list(embeddings)})")
+    raise ValueError(
+        f"none of the fusion views {list(views)} is in embeddings ({list(embeddings)})"
+    )
 
 
 def _masked_view(
@@ -41,7 +43,9 @@ def _masked_view(
         return zeros, torch.zeros(batch_size, dtype=torch.bool, device=reference.device)
     emb = embeddings[view]
     if emb.ndim != 2 or emb.shape[0] != batch_size:
-        raise ValueError(f"embeddings[{view!r}] has shape {tuple(emb.shape)}, expected ({batch_size}, D)")
+        raise ValueError(
+            f"embeddings[{view!r}] has shape {tuple(emb.shape)}, expected ({batch_size}, D)"
+        )
     if dim is not None and emb.shape[1] != dim:
         raise ValueError(f"embeddings[{view!r}] has width {emb.shape[1]}, the fusion expects {dim}")
     if present is None or present.get(view) is None:
@@ -50,7 +54,8 @@ def _masked_view(
         mask = torch.as_tensor(present[view], device=emb.device).reshape(-1).bool()
     # torch.where (not multiplication by the mask) so NaN in missing rows cannot reach the
     # output or, through 0 * NaN, the gradients.
-    return torch.where(mask[:, None], emb, torch.zeros((), dtype=emb.dtype, device=emb.device)), mask
+    zero = torch.zeros((), dtype=emb.dtype, device=emb.device)
+    return torch.where(mask[:, None], emb, zero), mask
 
 
 class ConcatFusion(nn.Module):
@@ -111,7 +116,8 @@ class ConcatFusion(nn.Module):
     ) -> Tensor:
         reference = _batch_reference(embeddings, self.views)
         blocks = [
-            _masked_view(embeddings, present, view, reference, self.in_dim)[0] for view in self.views
+            _masked_view(embeddings, present, view, reference, self.in_dim)[0]
+            for view in self.views
         ]
         return self.mlp(torch.cat(blocks, dim=1))
 
@@ -195,7 +201,9 @@ def make_fusion(
         return ConcatFusion(views, dim, out_dim, **options)
     if name == "mean":
         if out_dim != dim:
-            raise ValueError(f"mean fusion keeps the embedding width ({dim}); got out_dim={out_dim}")
+            raise ValueError(
+                f"mean fusion keeps the embedding width ({dim}); got out_dim={out_dim}"
+            )
         if options:
             raise ValueError(f"mean fusion takes no options, got {sorted(options)}")
         return MeanFusion(views, dim=dim)

@@ -206,7 +206,13 @@ class _GatedConvolution(nn.Module):
     def forward(
         self, h: Tensor, source: Tensor, target: Tensor, edge_attr: Tensor, envelope: Tensor
     ) -> Tensor:
-        z = self.centre(h)[target] + self.neighbour(h)[source] + self.edge(edge_attr)
+        # index_select, not h[idx]: its backward is index_add_, several times faster on CPU
+        # than the accumulating index_put_ behind advanced indexing.
+        z = (
+            self.centre(h).index_select(0, target)
+            + self.neighbour(h).index_select(0, source)
+            + self.edge(edge_attr)
+        )
         gate, core = z.chunk(2, dim=-1)
         message = torch.sigmoid(gate) * F.softplus(core) * envelope.unsqueeze(-1)
         aggregated = torch.zeros_like(h).index_add_(0, target, message)
@@ -238,7 +244,8 @@ class CGCNN(nn.Module):
         How atom vectors become a crystal vector. "mean" makes the embedding the same for a
         cell and its supercells.
     max_neighbors : int or None
-        Keep only about this many nearest neighbours per atom (ties kept).
+        Keep only about this many nearest neighbours per atom (ties kept), as in the paper
+        (12). None keeps every neighbour within ``cutoff`` (about 4x the edges on MP-20).
     norm : {"layer", "batch"} or None
         Normalisation of the aggregated messages. "layer" (default) keeps every crystal's
         embedding independent of which other crystals share its batch, unlike the paper's
@@ -268,7 +275,7 @@ class CGCNN(nn.Module):
         cutoff: float = 6.0,
         n_gaussians: int = 40,
         pooling: str = "mean",
-        max_neighbors: int | None = None,
+        max_neighbors: int | None = 12,
         norm: str | None = "layer",
     ) -> None:
         super().__init__()

@@ -302,17 +302,14 @@ def anchored_loss(
 
 
 def _triple_tensor_infonce(a: Tensor, b: Tensor, c: Tensor, temperature: Tensor | float) -> Tensor:
-    n = a.shape[0]
     a, b, c = l2_normalize(a), l2_normalize(b), l2_normalize(c)
     logits = torch.einsum("id,jd,kd->ijk", a, b, c) / temperature
-    # Row q of each flattened view lists all n*n pairs of the two other views; the positive
-    # pair (q, q) sits at flat index q*n + q.
-    targets = torch.arange(n, device=logits.device) * (n + 1)
-    per_axis = [
-        F.cross_entropy(logits.permute(*order).reshape(n, n * n), targets)
-        for order in ((0, 1, 2), (1, 0, 2), (2, 0, 1))
-    ]
-    return torch.stack(per_axis).mean()
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    positives = logits[rows, rows, rows]
+    # Cross-entropy with view q as the query is logsumexp over the other two axes minus the
+    # positive; reducing over axes in place avoids three permuted (n, n*n) copies.
+    normalizers = [logits.logsumexp(dim=axes) for axes in ((1, 2), (0, 2), (0, 1))]
+    return (torch.stack(normalizers).mean(dim=0) - positives).mean()
 
 
 def tensor_loss(

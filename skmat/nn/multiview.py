@@ -13,10 +13,6 @@ from torch import nn
 from skmat.nn.losses import ContrastiveLoss
 
 
-def batch_size_of(batch: dict) -> int:
-    return len(next(iter(batch.values()))[1])
-
-
 def scatter_rows(encoded: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Place the embeddings of the present rows into a zero (batch, dim) tensor."""
     out = encoded.new_zeros((present.shape[0], encoded.shape[1]))
