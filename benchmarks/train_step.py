@@ -70,7 +70,8 @@ def _pyg_cgconv_encoder(out_dim: int = 128, hidden_dim: int = 64, n_layers: int 
     from torch_geometric.nn import CGConv
     from torch_geometric.utils import scatter
 
-    from skmat.nn.gnn import GaussianExpansion, nearest_edges
+    from skmat.nn.gnn import GaussianExpansion
+    from skmat.nn.graph import nearest_edges
 
     class PygCGCNN(nn.Module):
         def __init__(self):
@@ -209,7 +210,7 @@ def _worker(name, args, flush, queue):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-home", type=Path, default=_default_data_home(),
-                        help="folder holding mp_20/val.csv.gz (default: $SKMAT_DATA or ../shared/data)")
+                        help="holds mp_20/val.csv.gz (default: $SKMAT_DATA or ../shared/data)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated, from {sorted(CONFIGS)}")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -232,7 +233,8 @@ def main(argv=None) -> None:
     print(f"MP-20 val, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
           f"warm-up, torch threads {args.threads}, load average {os.getloadavg()[0]:.1f}")
     header = (f"{'model':<16} {'flush':>5} {'atoms':>6} {'edges':>7} {'params':>8} "
-              f"{'s/step':>7} {'fastest':>7} {'s/epoch':>8} {'graphs s/epoch':>14} {'peak MB':>8}")
+              f"{'s/step':>7} {'fastest':>7} {'s/epoch':>8} {'graphs s/epoch':>14} {'base MB':>8} "
+              f"{'peak MB':>8}")
     print(header)
     print("-" * len(header))
     context = multiprocessing.get_context("spawn")
@@ -246,7 +248,8 @@ def main(argv=None) -> None:
             print(f"{result['name']:<16} {'on' if flush else 'off':>5} {result['atoms']:>6.0f} "
                   f"{result['edges']:>7.0f} {result['n_params']:>8d} {result['median']:>7.3f} "
                   f"{result['fastest']:>7.3f} {result['epoch']:>8.1f} "
-                  f"{result['featurise_epoch']:>14.1f} {result['peak_rss_mb']:>8.0f}",
+                  f"{result['featurise_epoch']:>14.1f} {result['rss_before_mb']:>8.0f} "
+                  f"{result['peak_rss_mb']:>8.0f}",
                   flush=True)
     print("plain PyG DimeNetPlusPlus.forward / SchNet default radius graph: cannot run here "
           "(radius_graph needs pyg-lib or torch-cluster; DimeNet triplets need torch-sparse).")

@@ -1,4 +1,4 @@
-"""Periodic graph batching, torch triplets and the CGCNN/SchNet/DimeNet++ encoders, on real crystals."""
+"""Periodic graph batching, torch triplets and the CGCNN/SchNet/DimeNet++ encoders."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from skmat.nn.gnn import (
     SchNet,
     flush_denormal,
     make_structure_encoder,
-    nearest_edges,
 )
-from skmat.nn.graph import GraphBatch, build_triplets, collate_graphs
+from skmat.nn.graph import GraphBatch, build_triplets, collate_graphs, nearest_edges
 
 # Tiny models: the tests check geometry and plumbing, not capacity.
 TINY = {
@@ -54,7 +53,7 @@ def embed(name: str, structures) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def small_structures(bundled_structures):
-    """Ordered bundled structures of at most 6 atoms (includes 1-atom He, atom-to-own-image edges)."""
+    """Ordered bundled structures of <= 6 atoms (incl. 1-atom He: edges to its own images)."""
     chosen = [s for s in bundled_structures if s.is_ordered and len(s) <= 6]
     assert len(chosen) >= 5
     return chosen
@@ -197,7 +196,9 @@ def test_encoder_is_invariant_to_translation_and_atom_order(name, mp20_structure
 def test_supercell_gives_the_same_mean_pooled_embedding(name, small_structures, mp20_structures):
     structures = small_structures[:3] + mp20_structures[:2]
     supercells = [s * (2, 1, 1) for s in structures]
-    np.testing.assert_allclose(embed(name, supercells), embed(name, structures), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        embed(name, supercells), embed(name, structures), atol=1e-4, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -216,6 +217,16 @@ def test_factory_builds_each_class_and_rejects_unknown_names():
         make_structure_encoder("megnet")
     with pytest.raises(ValueError, match="pooling"):
         CGCNN(pooling="median")
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_crystal_without_edges_embeds_its_atoms_alone(name, small_structures):
+    # a cutoff below every interatomic distance: no edges, no triplets, still one row each
+    batch = batch_of(small_structures[:2], cutoff=0.5)
+    assert batch.num_edges == 0
+    with torch.no_grad():
+        out = tiny_model(name)(batch)
+    assert out.shape == (2, 8) and torch.isfinite(out).all()
 
 
 def test_heavy_elements_up_to_fermium_embed(small_structures):

@@ -374,9 +374,15 @@ def _structure_graph(structure, cutoff: float, max_neighbors: int | None, triple
     centre, neighbour, image, distance = centre[order], neighbour[order], image[order], distance[order]
     n_atoms = len(structure)
     if max_neighbors is not None and centre.size:
+        # keep the k nearest and every neighbour tied with the k-th: a cut through a shell of
+        # symmetry-equivalent neighbours would make the graph depend on atom order
         per_centre = np.bincount(centre, minlength=n_atoms)
-        rank = np.arange(centre.size) - np.repeat(_offsets(per_centre)[:-1], per_centre)
-        keep = rank < max_neighbors
+        starts = _offsets(per_centre)[:-1]
+        rounded = np.round(distance, _DISTANCE_DECIMALS)
+        kth = np.full(n_atoms, np.inf)
+        full = per_centre > max_neighbors
+        kth[full] = rounded[starts[full] + max_neighbors - 1]
+        keep = rounded <= kth[centre]
         centre, neighbour, image, distance = centre[keep], neighbour[keep], image[keep], distance[keep]
     edge_index = np.stack([neighbour.astype(np.int64), centre.astype(np.int64)])
     triplet_index = _triplets(edge_index, image, n_atoms) if triplets else None
@@ -433,9 +439,11 @@ class CrystalGraph(BaseFeaturizer, auto_wrap_output_keys=None):
     Every atom *i* of the unit cell is a node. Each periodic image of each atom *j* within
     ``cutoff`` of *i* becomes a directed edge *j* -> *i* carrying its lattice image offset and
     length (found with pymatgen's Cython ``Structure.get_neighbor_list``). With
-    ``max_neighbors`` only the nearest are kept, ties broken by distance (rounded to 1e-8 Å so
-    that float noise between symmetry-equivalent neighbours does not decide), then neighbour
-    index, then image: the result is deterministic.
+    ``max_neighbors`` only the nearest are kept, together with every neighbour at the same
+    distance as the last one kept (distances rounded to 1e-8 Å, so float noise between
+    symmetry-equivalent neighbours does not decide): a coordination shell is never cut in
+    two, and the graph does not depend on the order of the atoms. Edges are sorted by centre,
+    distance, neighbour index and image: the result is deterministic.
 
     An atom with nothing within ``cutoff`` (a sparse cell or a small cutoff) simply gets no
     incoming edges; a message-passing model then sees only its own embedding. Raise
@@ -446,8 +454,8 @@ class CrystalGraph(BaseFeaturizer, auto_wrap_output_keys=None):
     cutoff : float, default=6.0
         Neighbour-search radius in Å.
     max_neighbors : int or None, default=12
-        Keep the nearest ``max_neighbors`` neighbours of every centre atom; None keeps all
-        within ``cutoff``.
+        Keep the nearest ``max_neighbors`` neighbours of every centre atom (more when several
+        are tied at the last distance kept); None keeps all within ``cutoff``.
     triplets : bool, default=False
         Also build the (kj, ji) edge pairs angle-aware models (DimeNet++) need.
     n_jobs : int or None, default=1

@@ -23,7 +23,7 @@ from torch_geometric.nn.models import DimeNetPlusPlus as _PygDimeNetPlusPlus
 from torch_geometric.nn.models import SchNet as _PygSchNet
 from torch_geometric.utils import scatter
 
-from skmat.nn.graph import GraphBatch, build_triplets
+from skmat.nn.graph import GraphBatch, build_triplets, nearest_edges
 
 __all__ = [
     "CGCNN",
@@ -32,7 +32,6 @@ __all__ = [
     "GaussianExpansion",
     "make_structure_encoder",
     "flush_denormal",
-    "nearest_edges",
 ]
 
 # Atomic numbers 1..100 index the embedding tables directly (row 0 unused).
@@ -40,7 +39,8 @@ N_ELEMENTS = 101
 _POOLINGS = ("mean", "sum", "max")
 
 # exp(-x) for x above this is below 1e-13: set to exactly 0 instead of letting it underflow
-# through subnormal floats, which make every later multiply ~100x slower on x86 CPUs.
+# through subnormal floats, which are slow on many x86 CPUs (PyG's GaussianSmearing makes
+# ~3% of its outputs subnormal on MP-20 graphs; this expansion makes none).
 _EXPONENT_CAP = 30.0
 
 
@@ -48,9 +48,10 @@ _EXPONENT_CAP = 30.0
 def flush_denormal(enabled: bool = True) -> Iterator[None]:
     """Temporarily flush subnormal floats to zero on this thread (x86 FTZ/DAZ), then restore.
 
-    Smooth cutoffs and radial bases produce numbers below 1e-38; arithmetic on them is slow
-    on x86. The encoders here already avoid producing them, so this is a safety net for the
-    training loop. Torch has no getter for the flag, so the previous state is probed.
+    Smooth cutoffs and radial bases can produce numbers below 1e-38, and arithmetic on them
+    is slow on many x86 CPUs. The encoders here avoid producing them, so this is only a
+    safety net around a training loop. The flag is per thread: torch's intra-op worker
+    threads keep their own. Torch has no getter for it, so the previous state is probed.
 
     Examples
     --------
@@ -81,69 +82,8 @@ def _check_pooling(pooling: str) -> None:
         raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
 
 
-def nearest_edges(
-    batch: GraphBatch,
-    distance: Tensor,
-    cutoff: float,
-    max_neighbors: int | None = None,
-    tie_tolerance: float = 1e-3,
-) -> Tensor:
-    """Indices of the edges within *cutoff*, optionally only the nearest per centre atom.
-
-    With ``max_neighbors=k``, an edge is kept when it is no longer than the centre's k-th
-    shortest edge plus *tie_tolerance*: symmetric crystals have shells of equal distances,
-    and cutting a shell arbitrarily would make the graph depend on atom order and cell choice.
-
-    Parameters
-    ----------
-    batch : GraphBatch
-    distance : Tensor of shape (n_edges,)
-        Edge lengths.
-    cutoff : float
-        Maximum edge length in Å.
-    max_neighbors : int or None
-        Keep about this many nearest neighbours per centre atom (ties kept).
-    tie_tolerance : float
-        Distances within this many Å of the k-th are treated as equal.
-
-    Returns
-    -------
-    LongTensor
-        Ids of the kept edges, in their original order.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skmat.nn.graph import GraphBatch
-    >>> from skmat.nn.gnn import nearest_edges
-    >>> g = GraphBatch(torch.tensor([6, 6]), torch.zeros(2, 3), torch.eye(3)[None],
-    ...                torch.tensor([[1, 1, 1], [0, 0, 0]]), torch.zeros(3, 3),
-    ...                torch.tensor([0, 0]), 1)
-    >>> nearest_edges(g, torch.tensor([1.0, 2.0, 3.0]), cutoff=2.5).tolist()
-    [0, 1]
-    >>> nearest_edges(g, torch.tensor([1.0, 2.0, 3.0]), cutoff=5.0, max_neighbors=1).tolist()
-    [0]
-    """
-    within = distance <= cutoff
-    if max_neighbors is None:
-        return torch.nonzero(within).squeeze(1)
-    target = batch.edge_index[1]
-    # Sort edges by (centre, distance) with two stable sorts, then read each centre's k-th.
-    far = torch.where(within, distance, torch.full_like(distance, math.inf))
-    by_distance = torch.argsort(far, stable=True)
-    order = by_distance[torch.argsort(target[by_distance], stable=True)]
-    all_degree = torch.bincount(target, minlength=batch.num_atoms)
-    within_degree = torch.bincount(target[within], minlength=batch.num_atoms)
-    start = torch.cumsum(all_degree, 0) - all_degree
-    # Centres without edges never get looked up: clamping only keeps the index in range.
-    kth = start + (within_degree.clamp(max=max_neighbors) - 1).clamp(min=0)
-    kth_distance = far[order[kth.clamp(max=max(target.numel() - 1, 0))]]
-    keep = within & (distance <= kth_distance[target] + tie_tolerance)
-    return torch.nonzero(keep).squeeze(1)
-
-
 class GaussianExpansion(nn.Module):
-    """Gaussians ``exp(-((d - mu_k) / width)^2)`` on evenly spaced centres ``mu_k`` in [start, stop].
+    """Gaussians ``exp(-((d - mu_k) / width)^2)`` on evenly spaced centres in [start, stop].
 
     Values that would underflow into subnormal floats are set to exactly zero.
 

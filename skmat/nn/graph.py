@@ -2,7 +2,8 @@
 
 `skmat.features.graph.CrystalGraph` produces a numpy :class:`CrystalGraphData` (local atom
 indices per structure, periodic image offsets per edge). :func:`collate_graphs` turns it into
-one :class:`GraphBatch` with global indices; the models in :mod:`skmat.nn.gnn` consume that.
+one :class:`GraphBatch` with global indices; the models in :mod:`skmat.nn.gnn` consume that,
+each keeping its own edges with :func:`nearest_edges` (cutoff, optional tie-aware k nearest).
 
 PyG's ``radius_graph`` and DimeNet's triplet builder need ``torch-cluster``/``torch-sparse``,
 which cannot be installed here, and know nothing about periodic images anyway, so edges carry
@@ -11,13 +12,14 @@ an image offset and triplets are built below with sorting and ``repeat_interleav
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GraphBatch", "collate_graphs", "build_triplets"]
+__all__ = ["GraphBatch", "collate_graphs", "build_triplets", "nearest_edges"]
 
 
 class GraphBatch:
@@ -212,3 +214,64 @@ def build_triplets(
     ).all(dim=1)
     keep = ~back_edge
     return idx_kj[keep], idx_ji[keep]
+
+
+def nearest_edges(
+    batch: GraphBatch,
+    distance: Tensor,
+    cutoff: float,
+    max_neighbors: int | None = None,
+    tie_tolerance: float = 1e-3,
+) -> Tensor:
+    """Indices of the edges within *cutoff*, optionally only the nearest per centre atom.
+
+    With ``max_neighbors=k``, an edge is kept when it is no longer than the centre's k-th
+    shortest edge plus *tie_tolerance*: symmetric crystals have shells of equal distances,
+    and cutting a shell arbitrarily would make the graph depend on atom order and cell choice.
+
+    Parameters
+    ----------
+    batch : GraphBatch
+    distance : Tensor of shape (n_edges,)
+        Edge lengths.
+    cutoff : float
+        Maximum edge length in Å.
+    max_neighbors : int or None
+        Keep about this many nearest neighbours per centre atom (ties kept).
+    tie_tolerance : float
+        Distances within this many Å of the k-th are treated as equal.
+
+    Returns
+    -------
+    LongTensor
+        Ids of the kept edges, in their original order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmat.nn.graph import GraphBatch
+    >>> from skmat.nn.graph import nearest_edges
+    >>> g = GraphBatch(torch.tensor([6, 6]), torch.zeros(2, 3), torch.eye(3)[None],
+    ...                torch.tensor([[1, 1, 1], [0, 0, 0]]), torch.zeros(3, 3),
+    ...                torch.tensor([0, 0]), 1)
+    >>> nearest_edges(g, torch.tensor([1.0, 2.0, 3.0]), cutoff=2.5).tolist()
+    [0, 1]
+    >>> nearest_edges(g, torch.tensor([1.0, 2.0, 3.0]), cutoff=5.0, max_neighbors=1).tolist()
+    [0]
+    """
+    within = distance <= cutoff
+    if max_neighbors is None or distance.numel() == 0:
+        return torch.nonzero(within).squeeze(1)
+    target = batch.edge_index[1]
+    # Sort edges by (centre, distance) with two stable sorts, then read each centre's k-th.
+    far = torch.where(within, distance, torch.full_like(distance, math.inf))
+    by_distance = torch.argsort(far, stable=True)
+    order = by_distance[torch.argsort(target[by_distance], stable=True)]
+    all_degree = torch.bincount(target, minlength=batch.num_atoms)
+    within_degree = torch.bincount(target[within], minlength=batch.num_atoms)
+    start = torch.cumsum(all_degree, 0) - all_degree
+    # Centres without edges never get looked up: clamping only keeps the index in range.
+    kth = start + (within_degree.clamp(max=max_neighbors) - 1).clamp(min=0)
+    kth_distance = far[order[kth.clamp(max=max(target.numel() - 1, 0))]]
+    keep = within & (distance <= kth_distance[target] + tie_tolerance)
+    return torch.nonzero(keep).squeeze(1)
