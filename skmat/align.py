@@ -17,6 +17,10 @@ _LOSSES = ("clip", "all_pairs", "anchored", "tensor", "barlow")
 _FUSIONS = ("mean", "concat")
 
 
+def _is_encoder_list(value) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(p, tuple | list) and len(p) == 2 for p in value)
+
+
 def default_encoders() -> list:
     """UniMat's three views: structure graph, simulated XRD pattern, composition."""
     from skmat.encoders import CompositionEncoder, StructureEncoder, XRDEncoder
@@ -156,7 +160,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
     # Nested parameters work as in ColumnTransformer (``xrd__n_bins``) and, spelled out,
     # through the parameter that holds the encoders (``encoders__xrd__n_bins``).
     def get_params(self, deep: bool = True) -> dict:
-        if self.encoders is None:
+        if not _is_encoder_list(self.encoders):  # None (the default) or invalid: fit says which
             return BaseEstimator.get_params(self, deep=deep)
         params = self._get_params("encoders", deep=deep)
         if deep:
@@ -174,6 +178,10 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
 
     # -- validation -------------------------------------------------------------------------
     def _checked_encoders(self) -> list:
+        if self.encoders is not None and not _is_encoder_list(self.encoders):
+            raise ValueError(
+                f"encoders must be a list of (name, encoder) pairs or None, got {self.encoders!r}"
+            )
         encoders = default_encoders() if self.encoders is None else list(self.encoders)
         if not encoders:
             raise ValueError("encoders must name at least one (view, encoder) pair")
@@ -393,5 +401,4 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
-        tags.non_deterministic = self.random_state is None
         return tags

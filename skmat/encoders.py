@@ -10,6 +10,7 @@ are computed from the ``structure`` column when their own column is absent.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -111,15 +112,79 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
             )
         }
 
+    def _encode_target(self, y: Any, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
+        """Validate *y*, set ``task_`` (and ``classes_`` or the target scaling); return the
+        training target and the number of network outputs.
+
+        Floating-point targets are regressed even when every value is a whole number (a bulk
+        modulus of 120.0 GPa is not a class); integers, booleans and strings are class labels.
+        """
+        for stale in ("classes_", "y_mean_", "y_scale_"):  # a refit may switch the task
+            self.__dict__.pop(stale, None)
+        y_array = np.asarray(y)
+        labels = row_labels(frame)
+        if y_array.ndim == 0 or y_array.shape[0] != len(frame):
+            n_y = "a scalar" if y_array.ndim == 0 else f"{y_array.shape[0]} values"
+            raise InvalidInputError(f"X has {len(frame)} rows but y has {n_y}", view="y")
+        if y_array.ndim > 2:
+            raise InvalidInputError(f"y must be 1-D or 2-D, got shape {y_array.shape}", view="y")
+        if y_array.dtype.kind in "fc":
+            kind = "continuous"
+        else:
+            missing = pd.isna(y_array.reshape(len(y_array), -1)).any(axis=1)
+            if missing.any():
+                raise InvalidInputError("target y is missing", row=labels[int(np.flatnonzero(missing)[0])], view="y")
+            kind = type_of_target(y_array)
+        if kind in {"binary", "multiclass"}:
+            self.task_ = "classification"
+            self.classes_, codes = np.unique(y_array, return_inverse=True)
+            if len(self.classes_) < 2:
+                raise InvalidInputError(f"y has a single class {self.classes_[0]!r}: nothing to learn", view="y")
+            return codes.astype(np.int64), len(self.classes_)
+        if kind not in {"continuous", "continuous-multioutput"}:
+            raise InvalidInputError(
+                f"y is {kind!r}: expected float targets (regression) or one label per row (classification)",
+                view="y",
+            )
+        self.task_ = "regression"
+        try:
+            target = y_array.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read y as numbers: {exc}", view="y") from exc
+        finite = np.isfinite(target).reshape(len(target), -1).all(axis=1)
+        if not finite.all():
+            bad = labels[int(np.flatnonzero(~finite)[0])]
+            raise InvalidInputError("target y contains NaN or inf", row=bad, view="y")
+        # standardised targets train at one learning rate whatever their unit
+        self.y_mean_ = target.mean(axis=0)
+        self.y_scale_ = target.std(axis=0) + 1e-12
+        target = ((target - self.y_mean_) / self.y_scale_).astype(np.float32)
+        return target, 1 if target.ndim == 1 else target.shape[1]
+
+    @staticmethod
+    def _require_all_present(prepared, frame: pd.DataFrame, view: str) -> None:
+        if not prepared.present.all():
+            missing = [row_labels(frame)[i] for i in np.flatnonzero(~prepared.present)]
+            shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise InvalidInputError(
+                f"view {view!r} is missing for {len(missing)} row(s) ({shown}); a standalone encoder "
+                "needs it in every row (MultiModalAligner handles missing views)",
+                row=missing[0],
+                view=view,
+            )
+
     def fit(self, X: Any, y: Any) -> _NeuralViewEncoder:
         """Train the encoder and an MLP head to predict *y* from this view.
 
         Parameters
         ----------
-        X : DataFrame or list of Structure
-            One material per row; the view's column (or ``structure`` to derive it from).
+        X : DataFrame or list
+            One material per row; the view's column (or ``structure`` to derive it from). Every
+            row must have the view.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Regression targets (floats) or class labels.
+            Floating-point targets are regressed (standardised internally); integer, boolean
+            or string labels are classified (cross-entropy). Cast whole-number regression
+            targets to float.
 
         Returns
         -------
@@ -128,38 +193,17 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
         from skmat.nn.multiview import SupervisedViewModel
 
-        frame = to_frame(X, default_column=self._default_view)
         if y is None:
+            # sklearn's wording, which its tooling recognises
             raise ValueError(
-                f"{type(self).__name__}.fit needs a target y; for self-supervised alignment use "
-                "MultiModalAligner"
+                f"{type(self).__name__} requires y to be passed, but the target y is None; for "
+                "self-supervised alignment use MultiModalAligner"
             )
-        y_array = np.asarray(y)
-        if y_array.shape[0] != len(frame):
-            raise InvalidInputError(f"X has {len(frame)} rows but y has {y_array.shape[0]}")
-        if y_array.ndim > 2:
-            raise InvalidInputError(f"y must be 1-D or 2-D, got shape {y_array.shape}")
+        frame = to_frame(X, default_column=self._default_view)
+        target, n_outputs = self._encode_target(y, frame)
         view = self._view_name()
         prepared = self._prepare(frame, view, fit=True)
-        if not prepared.present.all():
-            missing = [row_labels(frame)[i] for i in np.flatnonzero(~prepared.present)[:5]]
-            raise InvalidInputError(f"view {view!r} is missing for rows {missing}", view=view)
-        target_kind = type_of_target(y_array)
-        self.task_ = "classification" if target_kind in {"binary", "multiclass"} else "regression"
-        if self.task_ == "classification":
-            self.classes_, codes = np.unique(y_array, return_inverse=True)
-            target = codes.astype(np.int64)
-            n_outputs = len(self.classes_)
-        else:
-            target = y_array.astype(np.float64)
-            if not np.all(np.isfinite(target)):
-                bad = row_labels(frame)[int(np.flatnonzero(~np.isfinite(target).reshape(len(target), -1).all(1))[0])]
-                raise InvalidInputError("target y contains NaN or inf", row=bad, view="y")
-            # standardised targets train at one learning rate whatever their unit
-            self.y_mean_ = target.mean(axis=0)
-            self.y_scale_ = target.std(axis=0) + 1e-12
-            target = ((target - self.y_mean_) / self.y_scale_).astype(np.float32)
-            n_outputs = 1 if target.ndim == 1 else target.shape[1]
+        self._require_all_present(prepared, frame, view)
         params = self._training_params()
         self.device_ = resolve_device(params.pop("device"))
         seed_torch(self.random_state)
@@ -184,9 +228,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         frame = to_frame(X, default_column=self._default_view)
         view = self._view_name()
         prepared = self._prepare(frame, view, fit=False)
-        if not prepared.present.all():
-            missing = [row_labels(frame)[i] for i in np.flatnonzero(~prepared.present)[:5]]
-            raise InvalidInputError(f"view {view!r} is missing for rows {missing}", view=view)
+        self._require_all_present(prepared, frame, view)
         return view, prepared
 
     def _head_outputs(self, X: Any) -> np.ndarray:
@@ -236,10 +278,18 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         return float(r2_score(np.asarray(y, dtype=float), prediction))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the embedding columns of :meth:`transform`: ``<classname><i>``."""
         check_is_fitted(self, "net_")
         n = self.net_.module_.encoder.out_dim
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(n)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # rows are materials (a DataFrame of views), not a numeric feature matrix
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = True
+        return tags
 
 
 def _init_doc(cls, max_epochs: int):
@@ -326,6 +376,16 @@ class StructureEncoder(_NeuralViewEncoder):
 
         source = frame if view in ("structure", "cif") else frame.rename(columns={view: "structure"})
         present, structures = present_structures(source)
+        labels = row_labels(frame)
+        for row, structure in zip(np.flatnonzero(present), structures, strict=True):
+            if not structure.is_ordered:
+                raise InvalidInputError(
+                    "structure has partially occupied (disordered) sites; a graph node needs one "
+                    "element per site (order it first, e.g. with pymatgen's "
+                    "OrderDisorderedStructureTransformation)",
+                    row=labels[row],
+                    view=view,
+                )
         featurizer = CrystalGraph(
             cutoff=self.cutoff,
             max_neighbors=self.max_neighbors,
@@ -339,12 +399,15 @@ class StructureEncoder(_NeuralViewEncoder):
     def _make_module(self):
         from skmat.nn.gnn import make_structure_encoder
 
+        depth = {"n_blocks" if str(self.architecture).lower() == "dimenetpp" else "n_layers": self.n_layers}
         return make_structure_encoder(
             self.architecture,
             hidden_dim=self.hidden_dim,
-            n_layers=self.n_layers,
             out_dim=self.out_dim,
             cutoff=self.cutoff,
+            # the model keeps the same neighbours the featurizer stored (ties included)
+            max_neighbors=self.max_neighbors,
+            **depth,
         )
 
 
@@ -590,8 +653,20 @@ class DOSEncoder(_NeuralViewEncoder):
 
     Examples
     --------
-    >>> from skmat.datasets import fetch_multimat_sample
-    >>> X, y = fetch_multimat_sample(return_X_y=True, target="bulk_modulus")  # doctest: +SKIP
+    Free-electron densities of states, ``g(E) ~ sqrt(E - E_bottom)``, of simple metals, with
+    their textbook Fermi energies (eV, Ashcroft & Mermin) as the target. On real data use the
+    ``dos`` column of :func:`~skmat.datasets.fetch_multimat_sample`.
+
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> fermi_energy = {"Li": 4.74, "Na": 3.24, "K": 2.12, "Cu": 7.00, "Ag": 5.49, "Mg": 7.08, "Al": 11.7, "Pb": 9.47}
+    >>> energy = np.linspace(-15.0, 5.0, 401)  # E - E_F, eV
+    >>> X = pd.DataFrame({"dos": [np.stack([energy, np.sqrt(np.clip(energy + e_f, 0.0, None))])
+    ...                           for e_f in fermi_energy.values()]}, index=list(fermi_energy))
+    >>> y = list(fermi_energy.values())
+    >>> enc = DOSEncoder(n_points=64, out_dim=16, max_epochs=2, validation_fraction=0, random_state=0).fit(X, y)
+    >>> enc.transform(X).shape, enc.predict(X).shape
+    ((8, 16), (8,))
     """
 
     _default_view = "dos"
@@ -631,18 +706,14 @@ class DOSEncoder(_NeuralViewEncoder):
         from skmat.features.spectra import resample_dos
 
         present, arrays = self._array_cells(frame, view, lambda a: None)
-        for label, array in zip([row_labels(frame)[i] for i in np.flatnonzero(present)], arrays, strict=True):
-            if array.ndim != 2 or array.shape[0] != 2:
-                raise InvalidInputError(
-                    f"a DOS cell must be a (2, L) array of energy and density, got shape {array.shape}",
-                    row=label,
-                    view=view,
-                )
-        values = (
-            resample_dos(arrays, energy_window=tuple(self.energy_window), n_points=self.n_points)
-            if arrays
-            else np.zeros((0, self.n_points), dtype=np.float32)
-        )
+        labels = [row_labels(frame)[i] for i in np.flatnonzero(present)]
+        values = np.zeros((len(arrays), self.n_points), dtype=np.float32)
+        for i, (label, array) in enumerate(zip(labels, arrays, strict=True)):
+            try:
+                values[i] = resample_dos([array], energy_window=tuple(self.energy_window), n_points=self.n_points)[0]
+            except InvalidInputError as exc:
+                # resample_dos names the position in the list it was given; name the material
+                raise InvalidInputError(exc.reason, row=label, view=view) from exc
         if fit:
             if len(values) == 0:
                 raise InvalidInputError("no row has a DOS", view=view)
@@ -711,7 +782,8 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
         from skmat._training import PreparedView
         from skmat.features.spectra import normalize_charge_density
 
-        grid = getattr(self, "grid_shape_", None)
+        # at fit the grid shape is learned anew (a refit may see another grid)
+        grid = None if fit else self.grid_shape_
         present, arrays = self._array_cells(frame, view, lambda a: grid)
         for label, array in zip([row_labels(frame)[i] for i in np.flatnonzero(present)], arrays, strict=True):
             if array.ndim != 3:
@@ -723,17 +795,28 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
             if len(shapes) > 1:
                 raise InvalidInputError(f"charge-density grids differ in shape: {sorted(shapes)}", view=view)
             self.grid_shape_ = arrays[0].shape
-        values = (
-            np.stack([normalize_charge_density(a) for a in arrays]).astype(np.float32)
-            if arrays
-            else np.zeros((0, *self.grid_shape_), dtype=np.float32)
-        )
+        labels = [row_labels(frame)[i] for i in np.flatnonzero(present)]
+        values = np.zeros((len(arrays), *self.grid_shape_), dtype=np.float32)
+        for i, (label, array) in enumerate(zip(labels, arrays, strict=True)):
+            try:
+                values[i] = normalize_charge_density(array)
+            except InvalidInputError as exc:
+                raise InvalidInputError(exc.reason, row=label, view=view) from exc
         return PreparedView(values, present)
 
     def _make_module(self):
         from skmat.nn.views import ChargeDensityCNN
 
-        return ChargeDensityCNN(grid=self.grid_shape_[0], out_dim=self.out_dim, channels=tuple(self.channels))
+        return ChargeDensityCNN(grid=tuple(self.grid_shape_), out_dim=self.out_dim, channels=tuple(self.channels))
+
+
+@functools.lru_cache(maxsize=2)
+def _sentence_embedder(model_name: str):
+    """One loaded sentence-transformers model per name and process: loading takes ~1 s, and
+    fit, transform and predict each embed their strings."""
+    from skmat.nn.views import SentenceEmbedder
+
+    return SentenceEmbedder(model_name)
 
 
 class TextEncoder(_NeuralViewEncoder):
@@ -754,8 +837,17 @@ class TextEncoder(_NeuralViewEncoder):
 
     Examples
     --------
-    >>> TextEncoder(out_dim=64).get_params()["out_dim"]
-    64
+    Raw strings are embedded with the sentence model (384-d for MiniLM), then encoded:
+
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"text": ["NaCl adopts the cubic rock-salt structure.",
+    ...                            "Silicon crystallizes in the diamond structure.",
+    ...                            "ZnO is a wide-gap semiconductor with the wurtzite structure.",
+    ...                            "Copper is a face-centred cubic metal."]})
+    >>> band_gap = [8.5, 1.12, 3.37, 0.0]  # eV
+    >>> enc = TextEncoder(out_dim=16, max_epochs=2, validation_fraction=0, random_state=0).fit(X, band_gap)
+    >>> enc.embedding_dim_, enc.transform(X).shape
+    (384, (4, 16))
     """
 
     _default_view = "text"
@@ -794,17 +886,20 @@ class TextEncoder(_NeuralViewEncoder):
         from skmat._training import PreparedView
 
         if view in frame.columns and any(isinstance(v, str) for v in frame[view]):
-            from skmat.nn.views import SentenceEmbedder
-
             strings = [v if isinstance(v, str) else None for v in frame[view]]
             rows = [i for i, s in enumerate(strings) if s is not None]
-            embedded = SentenceEmbedder(self.sentence_model).encode([strings[i] for i in rows])
+            embedded = _sentence_embedder(self.sentence_model).encode([strings[i] for i in rows])
             cells = list(frame[view])
             for i, e in zip(rows, embedded, strict=True):
                 cells[i] = e
             frame = frame.assign(**{view: cells})
-        dim = getattr(self, "embedding_dim_", None)
+        dim = None if fit else self.embedding_dim_
         present, arrays = self._array_cells(frame, view, lambda a: None if dim is None else (dim,))
+        for label, array in zip([row_labels(frame)[i] for i in np.flatnonzero(present)], arrays, strict=True):
+            if array.ndim != 1:
+                raise InvalidInputError(
+                    f"a text cell must be a string or a 1-D embedding, got shape {array.shape}", row=label, view=view
+                )
         if fit:
             if not arrays:
                 raise InvalidInputError("no row has a text embedding", view=view)

@@ -50,3 +50,15 @@ def mp20_val_rows(data_home):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests train tiny models, where a second intra-op thread costs more than it gives
+    (measured: 10-80x slower steps on a loaded 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
 
 from skmat._inputs import as_compositions, as_structures, to_frame
 from skmat._parallel import map_chunks
@@ -70,7 +69,8 @@ class BaseFeaturizer(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        check_is_fitted(self, "n_features_in_")
+        # stateless: transform needs no fit (the ``requires_fit=False`` tag), only valid settings
+        self._validate_params()
         items = self._items(X)
         rows = map_chunks(
             type(self)._chunk_function,

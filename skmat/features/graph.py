@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from skmat._inputs import as_structures, row_labels, to_frame
 from skmat._parallel import map_chunks
@@ -563,8 +562,7 @@ class CrystalGraph(BaseFeaturizer, auto_wrap_output_keys=None):
         CrystalGraphData
             One graph per row, in row order.
         """
-        check_is_fitted(self, "n_features_in_")
-        self._validate_params()
+        self._validate_params()  # stateless: no fit needed, only valid settings
         kwargs = self._chunk_kwargs()
         pieces = map_chunks(
             _graph_chunk,

@@ -281,6 +281,9 @@ class DOSResampler(TransformerMixin, BaseEstimator):
         self
         """
         self.energy_grid_ = self._validate_params()
+        self.n_features_in_ = X.shape[1] if isinstance(X, pd.DataFrame) else 1
+        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
