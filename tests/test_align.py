@@ -187,3 +187,69 @@ def test_bad_input_names_the_problem(frame):
     broken.loc[broken.index[2], "structure"] = "data_broken\n_cell_length_a 1\n"
     with pytest.raises(InvalidInputError, match=str(broken["material_id"].iloc[2])):
         small_aligner().fit(broken)
+
+
+@pytest.mark.parametrize("loss", ["clip", "all_pairs", "anchored", "tensor", "barlow"])
+def test_every_loss_sends_gradients_to_every_encoder_it_aligns(frame, loss):
+    """One backward pass through the aligner's module: each encoder and projection gets a
+    non-zero gradient (for 'clip', only the two views it aligns do)."""
+    import torch
+
+    from skmat._training import MultiViewDataset
+    from skmat.nn.losses import ContrastiveLoss
+    from skmat.nn.multiview import MultiViewAligner
+
+    X, _ = frame
+    encoders = small_encoders()
+    names = [name for name, _ in encoders]
+    prepared = {name: enc._prepare(X.iloc[:24], name, fit=True) for name, enc in encoders}
+    options = {"anchor": "structure"} if loss == "anchored" else {"views": ("structure", "xrd")} if loss == "clip" else {}
+    torch.manual_seed(0)
+    module = MultiViewAligner(
+        {name: enc._make_module() for name, enc in encoders}, latent_dim=16, loss=ContrastiveLoss(loss, **options)
+    )
+    batch, _ = MultiViewDataset(prepared).collate(list(range(24)))
+    value = module.loss(module(batch))
+    assert torch.isfinite(value)
+    value.backward()
+    aligned = names[:2] if loss == "clip" else names
+    for name in aligned:
+        for part in (module.encoders[name], module.projections[name]):
+            grads = [p.grad for p in part.parameters() if p.requires_grad]
+            assert all(g is not None for g in grads), name
+            assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+@pytest.mark.parametrize("loss", ["all_pairs", "tensor", "barlow"])
+def test_a_view_missing_from_the_whole_batch_gives_a_finite_loss(frame, loss):
+    """Rows that have composition and XRD patterns but no structure: the structure view is
+    absent from the whole batch, the loss stays finite and the present views still learn."""
+    import torch
+
+    from skmat._training import MultiViewDataset
+    from skmat.features import XRDPattern
+    from skmat.nn.losses import ContrastiveLoss
+    from skmat.nn.multiview import MultiViewAligner
+
+    X, _ = frame
+    encoders = small_encoders()
+    fitted = {name: enc._prepare(X.iloc[:24], name, fit=True) for name, enc in encoders}
+    assert all(view.present.all() for view in fitted.values())
+    no_structure = pd.DataFrame(
+        {
+            "xrd": list(XRDPattern(n_bins=256).fit_transform(X.iloc[24:48])),
+            "composition": [s.composition for s in X["structure"].iloc[24:48]],
+        }
+    )
+    prepared = {name: enc._prepare(no_structure, name, fit=False) for name, enc in encoders}
+    assert not prepared["structure"].present.any()
+    torch.manual_seed(0)
+    module = MultiViewAligner({name: enc._make_module() for name, enc in encoders}, 16, ContrastiveLoss(loss))
+    batch, _ = MultiViewDataset(prepared).collate(list(range(24)))
+    value = module.loss(module(batch))
+    assert torch.isfinite(value)
+    value.backward()
+    xrd_grads = [p.grad for p in module.encoders["xrd"].parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in xrd_grads)
+    if loss == "all_pairs":  # three-way terms (tensor, 3-view barlow) need all three views
+        assert sum(float(g.abs().sum()) for g in xrd_grads) > 0
