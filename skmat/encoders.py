@@ -218,9 +218,17 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
             random_state=random_state,
             **params,
         )
+        self._configure_training(self.net_, dataset, view)
         fit_net(self.net_, dataset, random_state)
+        self._end_training(self.net_, dataset)
         self.n_features_in_ = frame.shape[1]
         return self
+
+    def _configure_training(self, net, dataset, view: str) -> None:
+        """Adjust the net before training (e.g. per-batch augmentation); default: nothing."""
+
+    def _end_training(self, net, dataset) -> None:
+        """Undo training-only settings of :meth:`_configure_training`; default: nothing."""
 
     def _checked_view(self, X: Any):
         """Prepared data of this encoder's view for every row of *X* (all rows must have it)."""
@@ -436,6 +444,16 @@ class XRDEncoder(_NeuralViewEncoder):
         Column of patterns; ``None`` means ``"xrd"``.
     memory : None, str or joblib.Memory, default=None
         Cache for simulated patterns.
+    augment : bool or XRDAugmenter, default=False
+        Train on a fresh measurement-like pattern of each structure in every mini-batch
+        (:class:`~skmat.features.augment.XRDAugmenter`: strain, shifts, preferred orientation,
+        Kα2, broadening, background, noise, ...), seeded by ``random_state``. ``True`` uses
+        the augmenter's defaults; pass an ``XRDAugmenter`` to choose them (its grid is set to
+        this encoder's). Rows without a structure keep their given pattern. Never applied at
+        ``transform``/``predict``, nor to the validation rows.
+    background : {"rolling_ball", "polynomial"} or None, default=None
+        Baseline removed from every pattern (given, simulated or augmented), identically at
+        fit and transform (:func:`~skmat.features.measured.remove_background`).
 %(training)s
 
     Examples
@@ -459,6 +477,8 @@ class XRDEncoder(_NeuralViewEncoder):
         out_dim: int = 128,
         view: str | None = None,
         memory=None,
+        augment=False,
+        background: str | None = None,
         max_epochs: int = 30,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -477,6 +497,8 @@ class XRDEncoder(_NeuralViewEncoder):
         self.out_dim = out_dim
         self.view = view
         self.memory = memory
+        self.augment = augment
+        self.background = background
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -520,12 +542,96 @@ class XRDEncoder(_NeuralViewEncoder):
             chosen = [s for s, k in zip(structures, keep, strict=True) if k]
             patterns[derive] = self._featurizer().fit_transform(chosen)
             present = present | derive
+        if self.background is not None:
+            from skmat.features.measured import remove_background
+
+            lo, hi = self.two_theta_range
+            patterns = remove_background(patterns, self.background, step=(hi - lo) / (self.n_bins - 1))
+        if fit:
+            self._fit_augmenter(has_structure, structures)
         return PreparedView(patterns[present], present)
+
+    def _fit_augmenter(self, has_structure: np.ndarray, structures: list) -> None:
+        """Sticks of every row with a structure, for per-batch augmentation (``augment``)."""
+        from sklearn.base import clone
+
+        from skmat.features.augment import XRDAugmenter
+
+        if self.augment is False or self.augment is None:
+            self.augmenter_ = None
+            return
+        template = XRDAugmenter() if self.augment is True else clone(self.augment)
+        if not isinstance(template, XRDAugmenter):
+            raise ValueError(f"augment must be a bool or an XRDAugmenter, got {self.augment!r}")
+        template.set_params(
+            wavelength=self.wavelength, two_theta_range=self.two_theta_range, n_bins=self.n_bins
+        )
+        self.augmenter_ = template.fit(structures)
+        # row -> position among the augmenter's structures, -1 for rows without one
+        self.augmented_row_ = np.full(len(has_structure), -1, dtype=np.int64)
+        self.augmented_row_[has_structure] = np.arange(int(has_structure.sum()))
+
+    def _configure_training(self, net, dataset, view: str) -> None:
+        if getattr(self, "augmenter_", None) is None:
+            return
+        lo, hi = self.two_theta_range
+        net.set_params(
+            iterator_train__collate_fn=_AugmentedBatches(
+                dataset.collate,
+                view,
+                self.augmenter_,
+                self.augmented_row_,
+                np.random.default_rng(self.random_state),
+                self.background,
+                (hi - lo) / (self.n_bins - 1),
+            )
+        )
+
+    def _end_training(self, net, dataset) -> None:
+        if getattr(self, "augmenter_", None) is not None:
+            # the fitted estimator must not carry the sticks of every training structure
+            # (skorch's set_params refuses iterator changes on an initialised net; the attribute
+            # is what get_params_for reads, and without it MultiViewNet uses dataset.collate)
+            vars(net).pop("iterator_train__collate_fn", None)
+            self.augmenter_ = None
+            del self.augmented_row_
 
     def _make_module(self):
         from skmat.nn.views import XRDConvNet
 
         return XRDConvNet(self.n_bins, out_dim=self.out_dim, channels=tuple(self.channels))
+
+
+class _AugmentedBatches:
+    """``collate_fn`` of training batches: the XRD view of rows with a structure is redrawn by
+    the augmenter (fresh every batch, from one seeded generator), then background-corrected as
+    at transform."""
+
+    def __init__(self, collate, view, augmenter, augmented_row, rng, background, step):
+        self.collate = collate
+        self.view = view
+        self.augmenter = augmenter
+        self.augmented_row = augmented_row
+        self.rng = rng
+        self.background = background
+        self.step = step
+
+    def __call__(self, indices):
+        import torch
+
+        from skmat.features.measured import remove_background
+
+        batch, y = self.collate(indices)
+        x, present = batch[self.view]
+        rows = self.augmented_row[np.asarray(indices, dtype=np.int64)[present.numpy()]]
+        redraw = np.flatnonzero(rows >= 0)
+        if len(redraw):
+            drawn = self.augmenter.sample(rows[redraw], random_state=self.rng)
+            drawn = remove_background(drawn, self.background, step=self.step)
+            x = x.clone()
+            x[torch.from_numpy(redraw)] = torch.from_numpy(drawn).to(x.dtype)
+            batch.views[self.view] = (x, present)
+        return batch, y
 
 
 class CompositionEncoder(_NeuralViewEncoder):

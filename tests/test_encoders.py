@@ -310,7 +310,7 @@ def test_disordered_structure_is_refused_naming_the_material(prototypes):
 @pytest.mark.parametrize("architecture", ["cgcnn", "schnet", "dimenetpp"])
 def test_every_graph_architecture_trains_inside_the_estimator(architecture, prototypes):
     X, y, _ = prototypes
-    encoder = tiny("structure", architecture=architecture, n_layers=2, cutoff=4.0).fit(X[:16], y[:16])
+    encoder = tiny("structure", architecture=architecture, cutoff=3.5, max_neighbors=6).fit(X[:16], y[:16])
     assert encoder.transform(X[16:20]).shape == (4, OUT_DIM)
     assert np.all(np.isfinite(encoder.predict(X[16:20])))
     assert len(encoder.net_.history) == 2

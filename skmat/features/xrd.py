@@ -452,6 +452,8 @@ def _broaden_on_grid(
         histogram = np.zeros((oversample, n_fft))
         np.add.at(histogram, (phase, coarse), weight)
         full = scipy.fft.irfft((scipy.fft.rfft(histogram, axis=1) * spectra).sum(axis=0), n=n_fft)
+        # FFT round-off leaves ~1e-9 negatives between peaks; intensities are never negative
+        np.maximum(full, 0.0, out=full)
     # stick on coarse bin c (shifted by reach) at kernel column d lands at output c + d - 2 reach
     return full[2 * reach : 2 * reach + n_bins]
 
