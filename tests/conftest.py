@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _data_home() -> Path:
     env = os.environ.get("SKMAT_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    # absolute, so tests may symlink into it from temporary folders
+    return (Path(env) if env else REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
