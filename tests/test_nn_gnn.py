@@ -41,7 +41,7 @@ def batch_of(structures, **kwargs) -> GraphBatch:
 
 @functools.cache
 def tiny_model(name: str) -> torch.nn.Module:
-    # built once per name: DimeNet++'s basis is derived with sympy, ~1 s per construction
+    # built once per name: a fixed model per architecture for the invariance checks
     torch.manual_seed(0)
     return make_structure_encoder(name, **TINY[name]).eval()
 
