@@ -66,12 +66,14 @@ def _param_dtype(module: nn.Module) -> torch.dtype:
 
 
 class XRDConvNet(nn.Module):
-    """1-D CNN over powder XRD patterns: strided conv stages, then global mean+max pooling.
+    """1-D CNN over powder XRD patterns: strided conv stages, then position-keeping pooling.
 
     Each stage is ``Conv1d -> GroupNorm -> GELU`` with stride 4 in the first stage and 2 after,
     so a 1,701-bin pattern reaches the last stage at 107 positions, which keeps CPU training
-    cheap. Max pooling at the end records
-    *whether* a peak feature occurred anywhere; mean pooling records how much of it there is.
+    cheap. The last stage is average-pooled to ``pooled_positions`` windows of 2θ and
+    flattened: *where* the peaks are (their d-spacings) is what ties a pattern to its lattice,
+    and global pooling threw it away (measured on MP-20, structure->XRD top-1 retrieval of
+    unseen materials: 0.019 with global mean+max pooling, 0.239 with 16 windows).
     GroupNorm after the first convolution makes the output nearly independent of the pattern's
     overall intensity scale (max 1, 100 or 1000 conventions).
 
@@ -86,6 +88,9 @@ class XRDConvNet(nn.Module):
         Odd kernel width; at 0.05° per bin, 7 bins span a broadened peak.
     dropout : float, default=0.1
         Before the output layer.
+    pooled_positions : int, default=16
+        2θ windows kept after the last stage; ``0`` pools globally (mean and max), which
+        makes the embedding blind to peak positions.
 
     Examples
     --------
@@ -102,9 +107,13 @@ class XRDConvNet(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         kernel_size: int = 7,
         dropout: float = 0.1,
+        pooled_positions: int = 16,
     ):
         super().__init__()
         (n_bins,) = _check_positive_ints("n_bins", [n_bins])
+        if int(pooled_positions) < 0:
+            raise ValueError(f"pooled_positions must be >= 0, got {pooled_positions!r}")
+        self.pooled_positions = int(pooled_positions)
         (out_dim,) = _check_positive_ints("out_dim", [out_dim])
         channels = _check_positive_ints("channels", channels)
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -124,7 +133,8 @@ class XRDConvNet(nn.Module):
             ]
             in_channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(_check_dropout(dropout)), nn.Linear(2 * in_channels, out_dim))
+        pooled_width = in_channels * self.pooled_positions if self.pooled_positions else 2 * in_channels
+        self.head = nn.Sequential(nn.Dropout(_check_dropout(dropout)), nn.Linear(pooled_width, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed patterns of shape ``(B, n_bins)`` or ``(B, 1, n_bins)``."""
@@ -135,7 +145,10 @@ class XRDConvNet(nn.Module):
                 f"expected shape (B, {self.n_bins}) or (B, 1, {self.n_bins}), got {tuple(x.shape)}"
             )
         h = self.features(x.to(_param_dtype(self)))
-        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        if self.pooled_positions:
+            pooled = nn.functional.adaptive_avg_pool1d(h, self.pooled_positions).flatten(1)
+        else:
+            pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         return self.head(pooled)
 
 
