@@ -36,7 +36,7 @@ __all__ = ["__version__", "InvalidInputError", "SkmatError", *sorted(_LAZY)]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in {"datasets", "features", "nn", "retrieval", "plotting"}:
+    if name in {"datasets", "features", "nn", "retrieval", "plotting", "persist"}:
         return importlib.import_module(f"skmat.{name}")
     raise AttributeError(f"module 'skmat' has no attribute {name!r}")
 

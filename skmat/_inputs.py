@@ -92,6 +92,16 @@ def parse_cif(text: str, *, label: Any = None, view: str = "structure"):
         raise InvalidInputError(f"malformed CIF ({type(exc).__name__}: {exc})", row=label, view=view) from exc
 
 
+#: longest lattice vector accepted, Å (the largest inorganic cells are a few hundred Å)
+MAX_CELL_LENGTH = 1e4
+#: largest cell volume accepted, Å^3 (a 215 Å cube; powder reflections grow with the volume)
+MAX_CELL_VOLUME = 1e7
+#: smallest cell volume per site accepted, Å^3 (solid hydrogen at 300 GPa has ~1.3)
+MIN_VOLUME_PER_SITE = 0.1
+#: largest |fractional coordinate| accepted (a site this many cells away is a unit mix-up)
+MAX_FRACTIONAL_COORDINATE = 1e3
+
+
 def check_structure(structure, *, label: Any = None, view: str = "structure") -> None:
     """Refuse structures no featurizer can use: no sites, non-finite lattice or coordinates."""
     if len(structure) == 0:
@@ -103,6 +113,40 @@ def check_structure(structure, *, label: Any = None, view: str = "structure") ->
         raise InvalidInputError("atomic coordinates contain NaN or inf", row=label, view=view)
     if abs(np.linalg.det(matrix)) < 1e-6:
         raise InvalidInputError("lattice has zero volume", row=label, view=view)
+    # Bounds that keep featurizers from allocating without limit (found by tests/test_fuzz.py):
+    # reflections grow with the cell volume, neighbours with the density, and pymatgen's
+    # neighbour search with how far a fractional coordinate lies outside the cell.
+    longest = float(np.linalg.norm(matrix, axis=1).max())
+    if longest > MAX_CELL_LENGTH:
+        raise InvalidInputError(
+            f"a lattice vector is {longest:.4g} Å long (limit {MAX_CELL_LENGTH:g} Å): not a unit cell; "
+            "are the lengths in Å?",
+            row=label,
+            view=view,
+        )
+    volume = abs(float(np.linalg.det(matrix)))
+    if volume > MAX_CELL_VOLUME:
+        raise InvalidInputError(
+            f"cell volume {volume:.4g} Å^3 exceeds {MAX_CELL_VOLUME:g} Å^3: not a crystal unit cell skmat can featurize",
+            row=label,
+            view=view,
+        )
+    volume_per_site = volume / len(structure)
+    if volume_per_site < MIN_VOLUME_PER_SITE:
+        raise InvalidInputError(
+            f"{volume_per_site:.3g} Å^3 per site (limit {MIN_VOLUME_PER_SITE:g}): atoms would overlap; "
+            "are the lengths in Å?",
+            row=label,
+            view=view,
+        )
+    farthest = float(np.abs(structure.frac_coords).max())
+    if farthest > MAX_FRACTIONAL_COORDINATE:
+        raise InvalidInputError(
+            f"a fractional coordinate is {farthest:.4g} (limit {MAX_FRACTIONAL_COORDINATE:g}): "
+            "Cartesian coordinates given as fractional?",
+            row=label,
+            view=view,
+        )
 
 
 def check_known_elements(composition, *, label: Any = None, view: str = "composition") -> None:

@@ -221,6 +221,25 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             return {"views": tuple(names[:2])}
         return {}
 
+    def _network(self, encoders: list):
+        """The untrained aligner network over *encoders* (prepared with ``fit=True``) that
+        ``fit`` trains; :func:`skmat.persist.load` rebuilds it the same way."""
+        from skmat.nn.losses import ContrastiveLoss
+        from skmat.nn.multiview import MultiViewAligner
+
+        names = [name for name, _ in encoders]
+        return MultiViewAligner(
+            {name: enc._make_module() for name, enc in encoders},
+            latent_dim=int(self.latent_dim),
+            loss=ContrastiveLoss(
+                self.loss,
+                temperature=float(self.temperature),
+                learn_temperature=bool(self.learn_temperature),
+                **self._loss_options(names),
+            ),
+            view_dropout=float(self.view_dropout),
+        )
+
     # -- fitting --------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MultiModalAligner:
         """Align the views of the materials in *X* (self-supervised; *y* is ignored).
@@ -238,8 +257,6 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         self
         """
         from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
-        from skmat.nn.losses import ContrastiveLoss
-        from skmat.nn.multiview import MultiViewAligner
 
         frame = to_frame(X)
         if len(frame) < 2:
@@ -260,17 +277,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             if co_present.sum() < 2:
                 raise InvalidInputError("fewer than 2 rows have two or more views: nothing to align")
         seed_torch(self.random_state)
-        module = MultiViewAligner(
-            {name: enc._make_module() for name, enc in encoders},
-            latent_dim=int(self.latent_dim),
-            loss=ContrastiveLoss(
-                self.loss,
-                temperature=float(self.temperature),
-                learn_temperature=bool(self.learn_temperature),
-                **self._loss_options(names),
-            ),
-            view_dropout=float(self.view_dropout),
-        )
+        module = self._network(encoders)
         self.device_ = resolve_device(self.device)
         self.net_ = build_net(
             module,

@@ -1,13 +1,24 @@
-"""The ``skmat`` command: ``demo``, ``info``, ``benchmark``.
+"""The ``skmat`` command: ``demo``, ``info``, ``embed``, ``benchmark``.
 
-Exit codes: 0 success, 1 the job failed, 2 bad command-line usage (argparse's own).
+Exit codes: 0 success, 1 the job failed (one line on stderr; ``SKMAT_DEBUG=1`` adds the
+traceback), 2 bad command-line usage (argparse's own, a missing input path, an unknown
+benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class UsageError(Exception):
+    """A command line that cannot work (exit code 2), found after argparse accepted it."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -72,6 +83,106 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_inputs(source: Path, quiet: bool):
+    """Materials of *source* as a DataFrame (``material_id``, ``structure``), CIFs parsed."""
+    import pandas as pd
+
+    from skmat._inputs import parse_cif
+
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".cif")
+        if not files:
+            raise UsageError(f"no .cif files in folder {source}")
+        ids, texts = [p.stem for p in files], [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    elif source.suffix.lower() == ".cif":
+        ids, texts = [source.stem], [source.read_text(encoding="utf-8", errors="replace")]
+    elif source.suffix.lower() in (".csv", ".gz") and source.name.lower().removesuffix(".gz").endswith(".csv"):
+        table = pd.read_csv(source)
+        if "cif" not in table.columns:
+            raise UsageError(f"{source} has no 'cif' column (columns: {list(table.columns)})")
+        ids = list(table["material_id"]) if "material_id" in table.columns else list(range(len(table)))
+        texts = list(table["cif"])
+    else:
+        raise UsageError(f"INPUT must be a .cif file, a folder of .cif files or a .csv with a 'cif' column: {source}")
+    structures = []
+    for material_id, text in _bar(list(zip(ids, texts, strict=True)), "reading CIFs", quiet):
+        if not isinstance(text, str):
+            from skmat.exceptions import InvalidInputError
+
+            raise InvalidInputError("CIF text is missing", row=material_id, view="cif")
+        structures.append(parse_cif(text, label=material_id, view="cif"))
+    return pd.DataFrame({"material_id": ids, "structure": structures})
+
+
+def _bar(items, desc: str, quiet: bool):
+    if quiet:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """Embed materials with a model saved by :func:`skmat.persist.save`."""
+    import numpy as np
+    import pandas as pd
+
+    from skmat.persist import load
+
+    source, out = Path(args.input), Path(args.output)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not source.exists():
+        raise UsageError(f"INPUT {source} does not exist")
+    if not Path(args.model).is_dir():
+        raise UsageError(f"MODEL {args.model} is not a folder written by skmat.persist.save")
+    parquet = out.suffix.lower() == ".parquet"
+    if parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise RuntimeError("writing .parquet needs pyarrow (pip install pyarrow); or name OUT *.csv") from None
+    model = load(args.model, device=args.device)
+    if not hasattr(model, "transform"):
+        raise RuntimeError(f"{type(model).__name__} has no transform: cannot embed")
+    frame = _read_inputs(source, args.quiet)
+    starts = range(0, len(frame), args.batch_size)
+    parts = [model.transform(frame.iloc[i : i + args.batch_size]) for i in _bar(starts, "embedding", args.quiet)]
+    embedding = np.concatenate([np.asarray(p) for p in parts])
+    names = [str(n) for n in model.get_feature_names_out()]
+    table = pd.DataFrame(embedding, columns=names)
+    table.insert(0, "material_id", frame["material_id"].to_numpy())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if parquet:
+        table.to_parquet(out, index=False)
+    else:
+        table.to_csv(out, index=False)
+    if not args.quiet:
+        print(f"{len(table)} materials x {len(names)} dimensions -> {out}", file=sys.stderr)
+    return 0
+
+
+def available_benchmarks() -> list[str]:
+    folder = REPO / "benchmarks"
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Run ``benchmarks/<name>.py`` of the source checkout with the remaining arguments."""
+    import subprocess
+
+    # a name, not a path: nothing outside benchmarks/ can be run
+    script = REPO / "benchmarks" / f"{args.name}.py"
+    if not re.fullmatch(r"[A-Za-z0-9_]+", args.name) or not script.is_file():
+        found = available_benchmarks()
+        hint = f"available: {', '.join(found)}" if found else f"no benchmarks/ folder next to {REPO / 'skmat'} (a source checkout is needed)"
+        raise UsageError(f"no benchmark named {args.name!r}; {hint}")
+    extra = list(args.args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return subprocess.run([sys.executable, str(script), *extra], cwd=REPO, check=False).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skmat", description="Multi-view materials embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,18 +195,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, device and data home")
     info.set_defaults(func=_info)
+
+    embed = sub.add_parser(
+        "embed",
+        help="embed CIFs with a saved model into a CSV or Parquet table",
+        description="Embed materials with a model saved by skmat.persist.save. One row per material: "
+        "material_id, then the embedding columns.",
+    )
+    embed.add_argument("model", metavar="MODEL", help="folder written by skmat.persist.save")
+    embed.add_argument(
+        "input", metavar="INPUT", help="a .cif file, a folder of .cif files, or a .csv with a 'cif' column (+ optional material_id)"
+    )
+    embed.add_argument("-o", "--output", required=True, metavar="OUT", help="output table: .parquet (needs pyarrow) or .csv")
+    embed.add_argument("--batch-size", type=int, default=256, help="materials per transform call (default 256)")
+    embed.add_argument("--device", default=None, help="torch device (default: the model's own setting)")
+    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    embed.set_defaults(func=_embed)
+
+    bench = sub.add_parser(
+        "benchmark",
+        help="run benchmarks/NAME.py of the source checkout",
+        description="Run benchmarks/NAME.py with the remaining arguments (e.g. skmat benchmark featurize -- --help).",
+    )
+    bench.add_argument("name", metavar="NAME", help="benchmark script name without .py")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    bench.set_defaults(func=_benchmark)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2, message already printed)
+        return int(exit_.code or 0)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        print(f"skmat {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # report the failure in one line, keep the traceback out of the way
-        print(f"skmat {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("SKMAT_DEBUG", "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(str(exc).split())  # one line, whatever the exception carried
+        print(f"skmat {args.command}: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
 
 

@@ -191,7 +191,6 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         self
         """
         from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
-        from skmat.nn.multiview import SupervisedViewModel
 
         if y is None:
             # sklearn's wording, which its tooling recognises
@@ -207,7 +206,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         params = self._training_params()
         self.device_ = resolve_device(params.pop("device"))
         seed_torch(self.random_state)
-        module = SupervisedViewModel(view, self._make_module(), n_outputs, self.task_)
+        module = self._network(n_outputs)
         dataset = MultiViewDataset({view: prepared}, target)
         random_state = params.pop("random_state")
         self.net_ = build_net(
@@ -229,6 +228,12 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
 
     def _end_training(self, net, dataset) -> None:
         """Undo training-only settings of :meth:`_configure_training`; default: nothing."""
+
+    def _network(self, n_outputs: int):
+        """The untrained encoder + head that ``fit`` trains (also rebuilt by :func:`skmat.persist.load`)."""
+        from skmat.nn.multiview import SupervisedViewModel
+
+        return SupervisedViewModel(self._view_name(), self._make_module(), n_outputs, self.task_)
 
     def _checked_view(self, X: Any):
         """Prepared data of this encoder's view for every row of *X* (all rows must have it)."""
