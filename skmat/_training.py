@@ -160,6 +160,14 @@ class NonFiniteLossError(SkmatError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
+def bare_module(module: torch.nn.Module) -> torch.nn.Module:
+    """*module* without a ``DistributedDataParallel`` wrapper, which hides its methods
+    (``loss``, ``embed``) behind ``.module``."""
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return module.module
+    return module
+
+
 class MultiViewNet(NeuralNet):
     """skorch net whose batches come from :class:`MultiViewDataset` and whose module computes
     its own loss (``module_.loss(output, y)``), which keeps contrastive and supervised
@@ -180,7 +188,7 @@ class MultiViewNet(NeuralNet):
         return self.module_(move_to(x, self.device))
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = self.module_.loss(y_pred, move_to(y_true, self.device))
+        loss = bare_module(self.module_).loss(y_pred, move_to(y_true, self.device))
         if not torch.isfinite(loss):
             epoch = len(self.history) if self.history else 0
             raise NonFiniteLossError(
@@ -210,9 +218,15 @@ def build_net(
     verbose: int,
     random_state: int | None,
     grad_clip: float | None = None,
+    accelerator: Any = None,
 ) -> MultiViewNet:
     """A :class:`MultiViewNet` with AdamW, warm-up + cosine schedule, early stopping and a
-    progress bar, configured the way every skmat estimator trains."""
+    progress bar, configured the way every skmat estimator trains.
+
+    With an ``accelerate.Accelerator``, an :class:`~skmat.distributed.AcceleratedMultiViewNet`
+    instead: the accelerator places the model (``device`` is ignored), shards batches over
+    processes and applies its mixed precision.
+    """
     n_valid = int(round(validation_fraction * n_rows)) if validation_fraction else 0
     use_valid = n_valid >= 2 and n_rows - n_valid >= 2
     n_train = n_rows - n_valid if use_valid else n_rows
@@ -238,7 +252,13 @@ def build_net(
         callbacks.append(("grad_clip", GradientNormClipping(gradient_clip_value=grad_clip)))
     seed = None if random_state is None else int(random_state)
     train_split = ValidSplit(validation_fraction, stratified=False, random_state=seed) if use_valid else None
-    return MultiViewNet(
+    net_class, placement = MultiViewNet, {"device": device}
+    if accelerator is not None:
+        from skmat.distributed import AcceleratedMultiViewNet
+
+        # skorch requires device=None when the accelerator places the model
+        net_class, placement = AcceleratedMultiViewNet, {"device": None, "accelerator": accelerator}
+    return net_class(
         module=module,
         criterion=torch.nn.MSELoss,  # unused: the module computes its own loss
         optimizer=torch.optim.AdamW,
@@ -249,8 +269,8 @@ def build_net(
         iterator_train__shuffle=True,
         train_split=train_split,
         callbacks=callbacks,
-        device=device,
         verbose=verbose,
+        **placement,
     )
 
 
@@ -279,9 +299,20 @@ def run_inference(net: MultiViewNet, dataset: MultiViewDataset, fn, method: str 
     ``method`` names a module method to call instead of ``forward`` (e.g. ``"embed"``).
     """
     outputs = []
-    net.module_.eval()
-    call = net.module_ if method is None else getattr(net.module_, method)
+    module = bare_module(net.module_)
+    module.eval()
+    call = module if method is None else getattr(module, method)
+    device = inference_device(net)
     with torch.no_grad():
-        for batch, _ in net.get_iterator(dataset, training=False):
-            outputs.append(fn(call(move_to(batch, net.device))))
+        # MultiViewNet's iterator, not an accelerated net's: that one would shard the rows
+        # over the processes, and every process must embed every row
+        for batch, _ in MultiViewNet.get_iterator(net, dataset, training=False):
+            outputs.append(fn(call(move_to(batch, device))))
     return outputs
+
+
+def inference_device(net: MultiViewNet) -> str | torch.device:
+    """Where *net*'s module lives: its ``device``, or its accelerator's when that placed it."""
+    if net.device is None and getattr(net, "accelerator", None) is not None:
+        return net.accelerator.device
+    return net.device

@@ -83,7 +83,12 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
     patience : int, default=5
         Epochs without validation improvement before stopping.
     device : str, default="auto"
-        ``"auto"`` uses CUDA when available.
+        ``"auto"`` uses CUDA when available. Ignored when ``accelerator`` is given.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``): the accelerator
+        places the model, shards batches over the processes of an ``accelerate launch`` run
+        (contrastive negatives are then gathered from every process) and applies its mixed
+        precision. See ``docs/scaling.md``.
     random_state : int or None, default=None
         Seeds initialisation, shuffling, view dropout and the validation split.
     verbose : int, default=0
@@ -134,6 +139,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -154,6 +160,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -256,7 +263,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
+        from skmat._training import MultiViewDataset, bare_module, build_net, fit_net, resolve_device, seed_torch
 
         frame = to_frame(X)
         if len(frame) < 2:
@@ -278,7 +285,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
                 raise InvalidInputError("fewer than 2 rows have two or more views: nothing to align")
         seed_torch(self.random_state)
         module = self._network(encoders)
-        self.device_ = resolve_device(self.device)
+        self.device_ = str(self.accelerator.device) if self.accelerator is not None else resolve_device(self.device)
         self.net_ = build_net(
             module,
             n_rows=len(frame),
@@ -292,11 +299,12 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             device=self.device_,
             verbose=int(self.verbose),
             random_state=self.random_state,
+            accelerator=self.accelerator,
         )
         fit_net(self.net_, MultiViewDataset(prepared), self.random_state)
         self.encoders_ = encoders
         self.views_ = names
-        self.temperature_ = float(self.net_.module_.contrastive.temperature)
+        self.temperature_ = float(bare_module(self.net_.module_).contrastive.temperature)
         self.n_features_in_ = frame.shape[1]
         return self
 

@@ -44,6 +44,10 @@ _TRAINING_DOC = """
         Epochs without improvement of the validation loss before stopping.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch device string.
+        Ignored when ``accelerator`` is given.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face Accelerate (devices, processes of an ``accelerate launch``
+        run, mixed precision); see ``docs/scaling.md``.
     random_state : int or None, default=None
         Seeds weight initialisation, shuffling and the validation split.
     verbose : int, default=0
@@ -107,6 +111,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
                 "validation_fraction",
                 "patience",
                 "device",
+                "accelerator",
                 "random_state",
                 "verbose",
             )
@@ -204,7 +209,8 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         prepared = self._prepare(frame, view, fit=True)
         self._require_all_present(prepared, frame, view)
         params = self._training_params()
-        self.device_ = resolve_device(params.pop("device"))
+        device = params.pop("device")
+        self.device_ = str(self.accelerator.device) if self.accelerator is not None else resolve_device(device)
         seed_torch(self.random_state)
         module = self._network(n_outputs)
         dataset = MultiViewDataset({view: prepared}, target)
@@ -362,6 +368,7 @@ class StructureEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -380,6 +387,7 @@ class StructureEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -491,6 +499,7 @@ class XRDEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -511,6 +520,7 @@ class XRDEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -684,6 +694,7 @@ class CompositionEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -699,6 +710,7 @@ class CompositionEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -795,6 +807,7 @@ class DOSEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -809,6 +822,7 @@ class DOSEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -873,6 +887,7 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -886,6 +901,7 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -976,6 +992,7 @@ class TextEncoder(_NeuralViewEncoder):
         validation_fraction: float = 0.1,
         patience: int = 5,
         device: str = "auto",
+        accelerator: Any = None,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -990,6 +1007,7 @@ class TextEncoder(_NeuralViewEncoder):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.device = device
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 

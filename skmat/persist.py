@@ -185,7 +185,10 @@ def _estimator_config(estimator, *, fitted: bool) -> dict:
     config: dict[str, Any] = {
         "class": _class_path(estimator),
         "params": {
-            k: _encode(v, f"{type(estimator).__name__}.{k}") for k, v in estimator.get_params(deep=False).items()
+            # an Accelerator is a live training context, not a setting: a saved model loads
+            # for inference on one device
+            k: _encode(None if k == "accelerator" else v, f"{type(estimator).__name__}.{k}")
+            for k, v in estimator.get_params(deep=False).items()
         },
     }
     if fitted:
@@ -260,6 +263,7 @@ def _rebuild_net(estimator, device: str):
         options = estimator._training_params()
         options.pop("device")
         options.pop("random_state")
+        options.pop("accelerator", None)
         options["warmup_fraction"] = 0.05
     # n_rows only shapes the learning-rate schedule and validation split of a later fit
     net = build_net(module, n_rows=1, device=device, random_state=estimator.random_state, **options)

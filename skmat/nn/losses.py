@@ -579,7 +579,18 @@ class ContrastiveLoss(nn.Module):
     def forward(
         self, embeddings: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
-        """Loss of one batch; see the loss function for the meaning of the arguments."""
+        """Loss of one batch; see the loss function for the meaning of the arguments.
+
+        In a ``torch.distributed`` run (``accelerate launch``), the embeddings and masks of
+        every process are gathered first (with gradients), so each row is contrasted with the
+        negatives of the global batch, as when training on one device.
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            from skmat.distributed import gather_views
+
+            embeddings, present = gather_views(embeddings, present)
         return LOSSES[self.loss](
             embeddings, present, self.current_temperature(), **self.options
         )
