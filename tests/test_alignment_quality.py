@@ -30,18 +30,6 @@ MIN_TRAINED_TOP1 = 0.06
 MAX_UNTRAINED_TOP1 = 0.03
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Train on one thread: steps this small gain nothing from a second thread, and on a busy
-    2-core machine two OpenMP threads made them 10-50x slower (threads spin waiting for a core)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def split(data_home):
     """The first 900 rows of MP-20 val: 800 to fit on, the next 100 never seen in training."""

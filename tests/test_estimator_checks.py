@@ -42,16 +42,7 @@ from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
 from skmat.features.spectra import DOSResampler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # tiny networks gain nothing from intra-op threads, and on a busy 2-core machine two threads
-    # that wait for each other made single steps 10-80x slower (measured)
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread for the whole suite: see one_torch_thread in conftest.py
 
 
 TRAIN = dict(max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
