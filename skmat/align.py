@@ -247,6 +247,20 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             view_dropout=float(self.view_dropout),
         )
 
+    def _net_options(self) -> dict:
+        """Training settings of :func:`~skmat._training.build_net`, shared by ``fit`` and
+        :func:`skmat.persist.load`."""
+        return dict(
+            max_epochs=int(self.max_epochs),
+            batch_size=int(self.batch_size),
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            warmup_fraction=float(self.warmup_fraction),
+            validation_fraction=float(self.validation_fraction),
+            patience=self.patience,
+            verbose=int(self.verbose),
+        )
+
     # -- fitting --------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MultiModalAligner:
         """Align the views of the materials in *X* (self-supervised; *y* is ignored).
@@ -289,17 +303,10 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         self.net_ = build_net(
             module,
             n_rows=len(frame),
-            max_epochs=int(self.max_epochs),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            warmup_fraction=float(self.warmup_fraction),
-            validation_fraction=float(self.validation_fraction),
-            patience=self.patience,
             device=self.device_,
-            verbose=int(self.verbose),
             random_state=self.random_state,
             accelerator=self.accelerator,
+            **self._net_options(),
         )
         fit_net(self.net_, MultiViewDataset(prepared), self.random_state)
         self.encoders_ = encoders

@@ -248,16 +248,7 @@ def _rebuild_net(estimator, device: str):
 
     if hasattr(estimator, "encoders_"):
         module = estimator._network(estimator.encoders_)
-        options = dict(
-            max_epochs=int(estimator.max_epochs),
-            batch_size=int(estimator.batch_size),
-            lr=float(estimator.lr),
-            weight_decay=float(estimator.weight_decay),
-            warmup_fraction=float(estimator.warmup_fraction),
-            validation_fraction=float(estimator.validation_fraction),
-            patience=estimator.patience,
-            verbose=int(estimator.verbose),
-        )
+        options = estimator._net_options()
     else:
         module = estimator._network(_n_outputs(estimator))
         options = estimator._training_params()
