@@ -19,6 +19,8 @@ from skmat.exceptions import InvalidInputError, SkmatError
 # public name -> module that defines it; resolved on first attribute access (PEP 562)
 _LAZY = {
     "MultiModalAligner": "skmat.align",
+    "MultiModalRegressor": "skmat.supervised",
+    "MultiModalClassifier": "skmat.supervised",
     "StructureEncoder": "skmat.encoders",
     "XRDEncoder": "skmat.encoders",
     "CompositionEncoder": "skmat.encoders",
@@ -36,7 +38,7 @@ __all__ = ["__version__", "InvalidInputError", "SkmatError", *sorted(_LAZY)]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in {"datasets", "features", "nn", "retrieval", "plotting", "persist"}:
+    if name in {"datasets", "features", "nn", "retrieval", "plotting", "persist", "supervised"}:
         return importlib.import_module(f"skmat.{name}")
     raise AttributeError(f"module 'skmat' has no attribute {name!r}")
 

@@ -38,6 +38,8 @@ WEIGHTS_FILE = "weights.safetensors"
 #: estimators :func:`load` may build: class name -> defining module (all skmat, all public)
 ALLOWED_CLASSES = {
     "skmat.align.MultiModalAligner": ("skmat.align", "MultiModalAligner"),
+    "skmat.supervised.MultiModalRegressor": ("skmat.supervised", "MultiModalRegressor"),
+    "skmat.supervised.MultiModalClassifier": ("skmat.supervised", "MultiModalClassifier"),
     **{
         f"skmat.encoders.{name}": ("skmat.encoders", name)
         for name in (

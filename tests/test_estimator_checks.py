@@ -40,12 +40,24 @@ from skmat.encoders import (
 )
 from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
 from skmat.features.spectra import DOSResampler
+from skmat.supervised import MultiModalClassifier, MultiModalRegressor
 
 
 # one torch thread for the whole suite: see one_torch_thread in conftest.py
 
 
 TRAIN = dict(max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
+
+
+def _tiny_aligner() -> MultiModalAligner:
+    return MultiModalAligner(
+        encoders=[
+            ("xrd", XRDEncoder(n_bins=64, channels=(4,), out_dim=4)),
+            ("composition", CompositionEncoder(hidden_dims=(8,), out_dim=4)),
+        ],
+        latent_dim=4,
+        **TRAIN,
+    )
 
 
 def public_estimators() -> list:
@@ -57,14 +69,9 @@ def public_estimators() -> list:
         DOSEncoder(n_points=16, out_dim=4, **TRAIN),
         ChargeDensityEncoder(channels=(4,), out_dim=4, **TRAIN),
         TextEncoder(hidden_dims=(8,), out_dim=4, **TRAIN),
-        MultiModalAligner(
-            encoders=[
-                ("xrd", XRDEncoder(n_bins=64, channels=(4,), out_dim=4)),
-                ("composition", CompositionEncoder(hidden_dims=(8,), out_dim=4)),
-            ],
-            latent_dim=4,
-            **TRAIN,
-        ),
+        _tiny_aligner(),
+        MultiModalRegressor(_tiny_aligner(), hidden_dim=8, **TRAIN),
+        MultiModalClassifier(_tiny_aligner(), hidden_dim=8, **TRAIN),
         XRDPattern(n_bins=64),
         CompositionFeatures(),
         CrystalGraph(max_neighbors=6),
@@ -171,6 +178,23 @@ STATELESS_FIT1D = (
 )
 
 
+# predictor checks that train on a synthetic matrix; tests/test_supervised.py trains both
+# predictors on real crystals and checks what these check (learning, classes_, bad targets)
+PREDICTOR_CHECKS = (
+    "check_classifier_data_not_an_array",
+    "check_classifiers_classes",
+    "check_classifiers_one_label",
+    "check_classifiers_regression_target",
+    "check_classifiers_train",
+    "check_regressor_data_not_an_array",
+    "check_regressors_int",
+    "check_regressors_no_decision_function",
+    "check_regressors_train",
+    "check_supervised_y_2d",
+)
+PREDICTOR_REDONE = NOT_A_MATRIX + "; the predictors' training and target checks run on crystals in tests/test_supervised.py"
+
+
 def expected_failed_checks(estimator) -> dict[str, str]:
     name = type(estimator).__name__
     failures = dict(COMMON_FAILURES)
@@ -179,6 +203,10 @@ def expected_failed_checks(estimator) -> dict[str, str]:
             failures.pop(check)
         failures["check_fit1d"] = STATELESS_FIT1D
         failures["check_transformers_unfitted_stateless"] = NOT_A_MATRIX
+    elif name in ("MultiModalRegressor", "MultiModalClassifier"):
+        kind = "classifier" if name == "MultiModalClassifier" else "regressor"
+        failures = {k: v for k, v in failures.items() if not k.startswith("check_transformer")}
+        failures.update({check: PREDICTOR_REDONE for check in PREDICTOR_CHECKS if kind in check or "_y_" in check})
     elif name in ("XRDPattern", "CompositionFeatures", "CrystalGraph"):
         failures["check_fit1d"] = STATELESS_FIT1D
         failures["check_transformers_unfitted_stateless"] = NOT_A_MATRIX
@@ -242,6 +270,7 @@ def materials(data_home):
 
     return {
         "structure": crystals,
+        "crystal_system": (frame[["structure"]], frame["crystal_system"].to_numpy()),
         "dos": rows("dos"),
         "charge_density": rows("charge_density"),
         "text": rows("text"),
@@ -253,9 +282,12 @@ INPUT_OF = {
     "DOSResampler": "dos",
     "ChargeDensityEncoder": "charge_density",
     "TextEncoder": "text",
+    "MultiModalClassifier": "crystal_system",
 }
+PREDICTORS = {"MultiModalRegressor", "MultiModalClassifier"}  # predict, no transform
 SUPERVISED = {
-    "StructureEncoder", "XRDEncoder", "CompositionEncoder", "DOSEncoder", "ChargeDensityEncoder", "TextEncoder"
+    "StructureEncoder", "XRDEncoder", "CompositionEncoder", "DOSEncoder", "ChargeDensityEncoder", "TextEncoder",
+    *PREDICTORS,
 }
 
 
@@ -266,10 +298,20 @@ def _case(estimator, materials):
 
 
 def _outputs(estimator, X) -> dict:
+    if type(estimator).__name__ in PREDICTORS:
+        out = {"predict": estimator.predict(X)}
+        if hasattr(estimator, "predict_proba"):
+            out["predict_proba"] = estimator.predict_proba(X)
+        return out
     out = {"transform": estimator.transform(X)}
     if hasattr(estimator, "predict") and hasattr(estimator, "task_"):
         out["predict"] = estimator.predict(X)
     return out
+
+
+def _main_output(estimator, X):
+    """What a fitted estimator gives: predictions of a predictor, else the transform."""
+    return estimator.predict(X) if type(estimator).__name__ in PREDICTORS else estimator.transform(X)
 
 
 def _rows(output, index):
@@ -278,7 +320,9 @@ def _rows(output, index):
 
 
 def _assert_same(a, b, atol=1e-5):
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray) and a.dtype.kind not in "fc":  # class labels
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(a, np.ndarray):
         np.testing.assert_allclose(a, b, atol=atol)
     else:
         assert a.equals(b)
@@ -359,7 +403,7 @@ def test_materials_unfitted_and_fitted(estimator, materials, request):
     estimator, X, y = _case(estimator, materials)
     if get_tags(estimator).requires_fit:
         with pytest.raises(NotFittedError):
-            estimator.transform(X)
+            _main_output(estimator, X)
     else:
         # stateless: transform works without fit, and gives what it gives after fit
         unfitted = estimator.transform(X)
@@ -369,7 +413,7 @@ def test_materials_unfitted_and_fitted(estimator, materials, request):
     assert refreshed.get_params(deep=False).keys() == fitted.get_params(deep=False).keys()
     if get_tags(estimator).requires_fit:
         with pytest.raises(NotFittedError):
-            refreshed.transform(X)  # a clone of a fitted estimator is unfitted
+            _main_output(refreshed, X)  # a clone of a fitted estimator is unfitted
 
 
 @pytest.mark.parametrize("estimator", [e for e in ESTIMATORS if type(e).__name__ in SUPERVISED],

@@ -118,3 +118,92 @@ class SupervisedViewModel(nn.Module):
             return nn.functional.cross_entropy(prediction, target.long())
         target = target.reshape(prediction.shape).to(prediction.dtype)
         return nn.functional.mse_loss(prediction, target)
+
+
+class FusionPredictor(nn.Module):
+    """A :class:`MultiViewAligner` whose view embeddings are fused by an MLP head for a task.
+
+    The head reads the concatenation of every view's latent vector (zeros where the row lacks
+    the view) and one presence flag per view, so it can tell an absent view from an
+    embedding near zero. The training loss is the task loss (MSE on standardised targets, or
+    cross-entropy) plus ``contrastive_weight`` times the aligner's contrastive loss, UniMat's
+    recipe for keeping the views aligned while the encoders are tuned to the task.
+
+    Parameters
+    ----------
+    aligner : MultiViewAligner
+        View encoders and projections (possibly pretrained).
+    n_outputs : int
+        Regression targets or classes.
+    task : {"regression", "classification"}
+    hidden_dim : int, default=256
+        Width of the head's two hidden layers.
+    dropout : float, default=0.1
+    contrastive_weight : float, default=0.0
+        Weight of the alignment loss next to the task loss.
+    """
+
+    def __init__(
+        self,
+        aligner: MultiViewAligner,
+        n_outputs: int,
+        task: str,
+        hidden_dim: int = 256,
+        dropout: float = 0.1,
+        contrastive_weight: float = 0.0,
+    ):
+        super().__init__()
+        if task not in {"regression", "classification"}:
+            raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+        self.aligner = aligner
+        self.views = list(aligner.encoders)
+        self.task = task
+        self.contrastive_weight = float(contrastive_weight)
+        fused_dim = len(self.views) * (aligner.latent_dim + 1)
+        self.head = nn.Sequential(
+            nn.LayerNorm(fused_dim),
+            nn.Linear(fused_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, n_outputs),
+        )
+
+    def fuse(self, embeddings: dict, presence: dict) -> torch.Tensor:
+        """(batch, n_views * (latent_dim + 1)): each view's latent vector, then its flag."""
+        n_rows = next(iter(presence.values())).shape[0]
+        device = next(iter(presence.values())).device
+        parts = []
+        for name in self.views:
+            if name in embeddings:
+                present = presence[name].to(embeddings[name].dtype).unsqueeze(1)
+                parts += [embeddings[name] * present, present]
+            else:  # a view with no column in this batch
+                parts += [torch.zeros(n_rows, self.aligner.latent_dim + 1, device=device)]
+        return torch.cat(parts, dim=1)
+
+    def embed(self, batch: dict):
+        """The fused vector the head reads, and which rows have at least one view."""
+        embeddings, presence = self.aligner(batch)
+        return self.fuse(embeddings, presence), torch.stack(list(presence.values()), dim=1).any(dim=1)
+
+    def forward(self, batch: dict):
+        embeddings, presence = self.aligner(batch)
+        fused = self.fuse(embeddings, presence)
+        any_view = torch.stack(list(presence.values()), dim=1).any(dim=1)
+        return self.head(fused), any_view, embeddings, presence
+
+    def loss(self, output, y: torch.Tensor) -> torch.Tensor:
+        prediction, any_view, embeddings, presence = output
+        prediction, target = prediction[any_view], y[any_view]
+        if target.shape[0] == 0:
+            task_loss = prediction.sum() * 0.0
+        elif self.task == "classification":
+            task_loss = nn.functional.cross_entropy(prediction, target.long())
+        else:
+            task_loss = nn.functional.mse_loss(prediction, target.reshape(prediction.shape).to(prediction.dtype))
+        if self.contrastive_weight and len(presence) > 1:
+            return task_loss + self.contrastive_weight * self.aligner.contrastive(embeddings, presence)
+        return task_loss
