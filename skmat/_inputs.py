@@ -22,11 +22,23 @@ def to_frame(X: Any, *, default_column: str = "structure") -> pd.DataFrame:
     takes *default_column*); a list/tuple/array of objects becomes one column.
     """
     if isinstance(X, pd.DataFrame):
+        duplicated = X.columns[X.columns.duplicated()]
+        if len(duplicated):
+            # frame[view] would be a DataFrame, and each row would silently read one of them
+            raise InvalidInputError(
+                f"column {duplicated[0]!r} appears more than once; each view needs one column", view=str(duplicated[0])
+            )
         return X
     if isinstance(X, pd.Series):
         return X.to_frame(name=X.name if X.name is not None else default_column)
     if isinstance(X, dict):
         return pd.DataFrame(X)
+    if _is_single_material(X):
+        # a Structure is a Sequence of sites: iterating it would make one row per site
+        raise InvalidInputError(
+            f"expected a DataFrame or a list of {default_column} objects, got a single "
+            f"{type(X).__name__}; wrap it in a list"
+        )
     if isinstance(X, str) or not isinstance(X, Sequence | np.ndarray):
         # a lone Structure or CIF string is a common slip: say what is expected
         raise InvalidInputError(
@@ -40,6 +52,19 @@ def to_frame(X: Any, *, default_column: str = "structure") -> pd.DataFrame:
     return pd.DataFrame({default_column: column})
 
 
+def _is_single_material(X: Any) -> bool:
+    """A lone pymatgen Structure/Molecule (or Composition), recognised without importing pymatgen."""
+    module = type(X).__module__ or ""
+    return module.startswith("pymatgen.") and (hasattr(X, "sites") or hasattr(X, "num_atoms"))
+
+
+def check_has_rows(frame: pd.DataFrame, *, view: str | None = None) -> None:
+    """Refuse a frame with no rows (sklearn refuses 0 samples too): an empty result would only
+    hide the mistake, and most often the frame was filtered down to nothing by accident."""
+    if len(frame) == 0:
+        raise InvalidInputError(f"X has no rows (columns: {list(frame.columns)})", view=view)
+
+
 def row_labels(frame: pd.DataFrame) -> list:
     """Labels used in error messages: ``material_id`` when present, else the index."""
     if "material_id" in frame.columns:
@@ -48,8 +73,11 @@ def row_labels(frame: pd.DataFrame) -> list:
 
 
 def is_missing(value: Any) -> bool:
-    """True for ``None`` and float NaN: the marks of a missing view in a cell."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """True for the marks of a missing view in a cell: ``None``, a float NaN (numpy's too),
+    ``pd.NA`` and ``pd.NaT``."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float | np.floating) and math.isnan(value)
 
 
 def _parse_structure(value: Any, label: Any, view: str):

@@ -157,7 +157,8 @@ class WarmupCosine:
 
 
 class NonFiniteLossError(SkmatError, FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss; the message names the epoch, the batch and
+    the loss term."""
 
 
 def bare_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -166,6 +167,45 @@ def bare_module(module: torch.nn.Module) -> torch.nn.Module:
     if isinstance(module, torch.nn.parallel.DistributedDataParallel):
         return module.module
     return module
+
+
+def non_finite_term(module: torch.nn.Module, y_pred, y_true) -> str:
+    """Name of the loss term of *module* that is not finite, for an error message.
+
+    A module may say it itself with ``loss_terms(output, y) -> {name: tensor}``; otherwise the
+    term is read from what skmat's modules are: a contrastive aligner (``contrastive``), a
+    supervised head (``task``), or a supervised head that adds its aligner's contrastive loss
+    (``contrastive_weight``).
+    """
+    if hasattr(module, "loss_terms"):
+        terms = module.loss_terms(y_pred, y_true)
+        bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+        return " and ".join(f"{name} term" for name in bad) or "total"
+    if hasattr(module, "contrastive"):
+        return f"contrastive term (loss={module.contrastive.loss!r})"
+    task = getattr(module, "task", None)
+    task_term = f"task term ({'cross-entropy' if task == 'classification' else 'MSE'})"
+    aligner = getattr(module, "aligner", None)
+    if getattr(module, "contrastive_weight", 0) and hasattr(aligner, "contrastive") and len(y_pred) == 4:
+        # the head's output carries the view embeddings its contrastive term is computed from
+        with torch.no_grad():
+            contrastive = aligner.contrastive(y_pred[2], y_pred[3])
+        if not torch.isfinite(contrastive):
+            return f"contrastive term (loss={aligner.contrastive.loss!r})"
+    return task_term
+
+
+def check_max_grad_norm(max_grad_norm: float | None) -> float | None:
+    """``max_grad_norm`` as a float, or None; anything else but a positive number raises."""
+    if max_grad_norm is None:
+        return None
+    try:
+        value = float(max_grad_norm)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+    return value
 
 
 class MultiViewNet(NeuralNet):
@@ -187,14 +227,29 @@ class MultiViewNet(NeuralNet):
     def infer(self, x, **fit_params):
         return self.module_(move_to(x, self.device))
 
+    # skorch calls the net's own hooks before the callbacks': count batches per epoch and
+    # phase so that a non-finite loss can say where it happened
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
+        self._batches_seen = {True: 0, False: 0}
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
+        seen = getattr(self, "_batches_seen", None) or {True: 0, False: 0}
+        seen[bool(training)] += 1
+        self._batches_seen = seen
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = bare_module(self.module_).loss(y_pred, move_to(y_true, self.device))
+        module = bare_module(self.module_)
+        y_true = move_to(y_true, self.device)
+        loss = module.loss(y_pred, y_true)
         if not torch.isfinite(loss):
             epoch = len(self.history) if self.history else 0
+            batch = getattr(self, "_batches_seen", {}).get(bool(training), 0)
             raise NonFiniteLossError(
-                f"the loss became {loss.item()} in epoch {epoch} "
-                f"({'training' if training else 'validation'}); lower `lr`, or check the inputs "
-                "for extreme values"
+                f"the loss became {loss.item()} in epoch {epoch}, {'training' if training else 'validation'} "
+                f"batch {batch}, in its {non_finite_term(module, y_pred, y_true)}; lower `lr`, set "
+                "`max_grad_norm`, or check the inputs for extreme values"
             )
         return loss
 
@@ -223,6 +278,9 @@ def build_net(
     """A :class:`MultiViewNet` with AdamW, warm-up + cosine schedule, early stopping and a
     progress bar, configured the way every skmat estimator trains.
 
+    ``grad_clip`` (an estimator's ``max_grad_norm``) clips the global L2 norm of the
+    gradients before each optimizer step; None disables clipping.
+
     With an ``accelerate.Accelerator``, an :class:`~skmat.distributed.AcceleratedMultiViewNet`
     instead: the accelerator places the model (``device`` is ignored), shards batches over
     processes and applies its mixed precision.
@@ -246,9 +304,11 @@ def build_net(
         callbacks.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))
     if verbose:
         callbacks.append(("progress", ProgressBar()))
-    if grad_clip:
+    grad_clip = check_max_grad_norm(grad_clip)
+    if grad_clip is not None:
         from skorch.callbacks import GradientNormClipping
 
+        # clips the L2 norm of all gradients together, before every optimizer step
         callbacks.append(("grad_clip", GradientNormClipping(gradient_clip_value=grad_clip)))
     seed = None if random_state is None else int(random_state)
     train_split = ValidSplit(validation_fraction, stratified=False, random_state=seed) if use_valid else None

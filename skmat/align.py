@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
-from skmat._inputs import to_frame
+from skmat._inputs import check_has_rows, to_frame
 from skmat.exceptions import InvalidInputError
 
 _LOSSES = ("clip", "all_pairs", "anchored", "tensor", "barlow")
@@ -82,6 +82,9 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         Share of the rows held out for early stopping on the contrastive loss.
     patience : int, default=5
         Epochs without validation improvement before stopping.
+    max_grad_norm : float or None, default=None
+        Clip the global L2 norm of the gradients (encoders, projections and the learned
+        temperature together) to this value before every optimizer step; None does not clip.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available. Ignored when ``accelerator`` is given.
     accelerator : accelerate.Accelerator or None, default=None
@@ -103,7 +106,10 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
     net_ : skorch.NeuralNet
         The trained network; ``net_.history`` holds the losses per epoch.
     temperature_ : float
-        Temperature at the end of training.
+        Temperature at the end of training, within the clamp [0.01, 1].
+    n_features_in_ : int
+        Number of columns of the ``X`` seen at ``fit``. Informational only: ``transform``
+        matches views to columns by name and accepts other columns (see :meth:`transform`).
 
     See Also
     --------
@@ -138,6 +144,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         warmup_fraction: float = 0.05,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -159,6 +166,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         self.warmup_fraction = warmup_fraction
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -203,6 +211,8 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         return encoders
 
     def _validate_params(self, names: list[str]) -> None:
+        from skmat._training import check_max_grad_norm
+
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.fusion not in _FUSIONS:
@@ -218,6 +228,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             raise ValueError(f"view_dropout must be in [0, 1), got {self.view_dropout!r}")
         if int(self.max_epochs) < 1 or int(self.batch_size) < 2:
             raise ValueError("max_epochs must be >= 1 and batch_size >= 2")
+        check_max_grad_norm(self.max_grad_norm)
         if self.loss == "tensor" and len(names) != 3:
             raise ValueError(f"loss='tensor' aligns exactly three views, got {len(names)}: {names}")
 
@@ -258,6 +269,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             warmup_fraction=float(self.warmup_fraction),
             validation_fraction=float(self.validation_fraction),
             patience=self.patience,
+            grad_clip=self.max_grad_norm,
             verbose=int(self.verbose),
         )
 
@@ -283,7 +295,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         if len(frame) < 2:
             raise InvalidInputError(f"contrastive alignment needs at least 2 rows, got {len(frame)}")
         if y is not None and len(y) != len(frame):
-            raise InvalidInputError(f"X has {len(frame)} rows but y has {len(y)}")
+            raise InvalidInputError(f"X has {len(frame)} rows but y has {len(y)} values", view="y")
         encoders = [(name, clone(enc)) for name, enc in self._checked_encoders()]
         names = [name for name, _ in encoders]
         self._validate_params(names)
@@ -326,6 +338,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         unknown = [v for v in views if v not in fitted]
         if unknown:
             raise InvalidInputError(f"views {unknown} were not fitted; fitted views are {self.views_}", view=unknown[0])
+        check_has_rows(frame)
         prepared = {name: fitted[name]._prepare(frame, name, fit=False) for name in views}
 
         def normalised(output):
@@ -365,11 +378,24 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         views = [self.transform_views] if isinstance(self.transform_views, str) else list(self.transform_views)
         unknown = [v for v in views if v not in self.views_]
         if unknown:
-            raise ValueError(f"transform_views {unknown} were not fitted; fitted views are {self.views_}")
+            raise InvalidInputError(
+                f"transform_views {unknown} were not fitted; fitted views are {self.views_}", view=unknown[0]
+            )
         return views
 
     def transform(self, X: Any) -> np.ndarray:
         """Fused embedding of every row from the views it has (among ``transform_views``).
+
+        Parameters
+        ----------
+        X : DataFrame or list of Structure
+            One material per row. Columns are matched to the fitted views by name, as
+            :class:`~sklearn.compose.ColumnTransformer` matches a DataFrame's columns: the
+            columns need not be those seen at ``fit``. A fitted view may be absent (the row
+            is then embedded from its other views), and a view column that was absent at
+            ``fit`` is used when a fitted encoder reads it (e.g. measured ``xrd`` patterns
+            where ``fit`` simulated them from ``structure``). Columns no fitted encoder reads
+            (``material_id``, targets, views without an encoder) are ignored.
 
         Returns
         -------

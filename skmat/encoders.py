@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skmat._inputs import (
     as_compositions,
+    check_has_rows,
     is_missing,
     present_structures,
     row_labels,
@@ -42,6 +43,9 @@ _TRAINING_DOC = """
         Share of the rows held out for early stopping (0 disables it).
     patience : int, default=5
         Epochs without improvement of the validation loss before stopping.
+    max_grad_norm : float or None, default=None
+        Clip the global L2 norm of the gradients to this value before every optimizer step
+        (a guard against a single bad batch blowing the weights up); None does not clip.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch device string.
         Ignored when ``accelerator`` is given.
@@ -101,7 +105,10 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
 
     # -- supervised, standalone use -------------------------------------------------------
     def _training_params(self) -> dict:
-        return {
+        """Keyword arguments of :func:`~skmat._training.build_net` (plus ``device``,
+        ``accelerator`` and ``random_state``, which ``fit`` and :func:`skmat.persist.load`
+        place themselves)."""
+        params = {
             k: getattr(self, k)
             for k in (
                 "max_epochs",
@@ -116,6 +123,9 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
                 "verbose",
             )
         }
+        # build_net's name; getattr: estimators pickled before the parameter existed lack it
+        params["grad_clip"] = getattr(self, "max_grad_norm", None)
+        return params
 
     def _encode_target(self, y: Any, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
         """Validate *y*, set ``task_`` (and ``classes_`` or the target scaling); return the
@@ -195,8 +205,9 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
+        from skmat._training import MultiViewDataset, build_net, check_max_grad_norm, fit_net, resolve_device, seed_torch
 
+        check_max_grad_norm(self.max_grad_norm)
         if y is None:
             # sklearn's wording, which its tooling recognises
             raise ValueError(
@@ -204,8 +215,9 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
                 "self-supervised alignment use MultiModalAligner"
             )
         frame = to_frame(X, default_column=self._default_view)
-        target, n_outputs = self._encode_target(y, frame)
         view = self._view_name()
+        check_has_rows(frame, view=view)
+        target, n_outputs = self._encode_target(y, frame)
         prepared = self._prepare(frame, view, fit=True)
         self._require_all_present(prepared, frame, view)
         params = self._training_params()
@@ -246,6 +258,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         frame = to_frame(X, default_column=self._default_view)
         view = self._view_name()
+        check_has_rows(frame, view=view)
         prepared = self._prepare(frame, view, fit=False)
         self._require_all_present(prepared, frame, view)
         return view, prepared
@@ -259,6 +272,15 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         """The learned embedding of each row (output of the encoder, before the head).
+
+        Parameters
+        ----------
+        X : DataFrame or list
+            One material per row, each with this encoder's view. As with
+            :class:`~sklearn.compose.ColumnTransformer`, the view is found by column name, so
+            the columns need not be those seen at ``fit``: other columns are ignored, and
+            the view's own column is used when present even if ``fit`` derived the view from
+            ``structure`` (e.g. measured ``xrd`` patterns).
 
         Returns
         -------
@@ -290,11 +312,36 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         return p / p.sum(axis=1, keepdims=True)
 
     def score(self, X: Any, y: Any) -> float:
-        """R² for regression, accuracy for classification."""
-        prediction = self.predict(X)
+        """R² for regression, accuracy for classification.
+
+        *y* is checked as at ``fit``: one value per row of *X*, no NaN or missing label.
+        """
+        check_is_fitted(self, "net_")
+        frame = to_frame(X, default_column=self._default_view)
+        y_true = self._checked_score_target(y, frame)
+        prediction = self.predict(frame)
         if self.task_ == "classification":
-            return float(accuracy_score(np.asarray(y), prediction))
-        return float(r2_score(np.asarray(y, dtype=float), prediction))
+            return float(accuracy_score(y_true, prediction))
+        return float(r2_score(y_true, prediction))
+
+    def _checked_score_target(self, y: Any, frame: pd.DataFrame) -> np.ndarray:
+        """*y* of :meth:`score` as an array, refused (naming the row) when its length differs
+        from *X*'s or a value is missing or, for regression, not finite."""
+        y_array = np.asarray(y)
+        if y_array.ndim == 0 or y_array.shape[0] != len(frame):
+            n_y = "a scalar" if y_array.ndim == 0 else f"{y_array.shape[0]} values"
+            raise InvalidInputError(f"X has {len(frame)} rows but y has {n_y}", view="y")
+        missing = pd.isna(y_array.reshape(len(y_array), -1)).any(axis=1)
+        if self.task_ == "regression":
+            try:
+                y_array = y_array.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"cannot read y as numbers: {exc}", view="y") from exc
+            missing |= ~np.isfinite(y_array).reshape(len(y_array), -1).all(axis=1)
+        if missing.any():
+            bad = row_labels(frame)[int(np.flatnonzero(missing)[0])]
+            raise InvalidInputError("target y is missing, NaN or inf", row=bad, view="y")
+        return y_array
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the embedding columns of :meth:`transform`: ``<classname><i>``."""
@@ -367,6 +414,7 @@ class StructureEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -386,6 +434,7 @@ class StructureEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -498,6 +547,7 @@ class XRDEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -519,6 +569,7 @@ class XRDEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -693,6 +744,7 @@ class CompositionEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -709,6 +761,7 @@ class CompositionEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -806,6 +859,7 @@ class DOSEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -821,6 +875,7 @@ class DOSEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -886,6 +941,7 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -900,6 +956,7 @@ class ChargeDensityEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state
@@ -991,6 +1048,7 @@ class TextEncoder(_NeuralViewEncoder):
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        max_grad_norm: float | None = None,
         device: str = "auto",
         accelerator: Any = None,
         random_state: int | None = None,
@@ -1006,6 +1064,7 @@ class TextEncoder(_NeuralViewEncoder):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.max_grad_norm = max_grad_norm
         self.device = device
         self.accelerator = accelerator
         self.random_state = random_state

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from skmat._inputs import row_labels, to_frame
+from skmat._inputs import check_has_rows, row_labels, to_frame
 from skmat.exceptions import InvalidInputError
 
 _PARAMETERS_DOC = """
@@ -137,6 +137,8 @@ class _MultiModalPredictor(BaseEstimator):
         return clone(self.aligner)
 
     def _validate_params(self) -> None:
+        from skmat._training import check_max_grad_norm
+
         if float(self.contrastive_weight) < 0:
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight!r}")
         if int(self.hidden_dim) < 1:
@@ -145,8 +147,7 @@ class _MultiModalPredictor(BaseEstimator):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if int(self.max_epochs) < 1 or int(self.batch_size) < 2:
             raise ValueError("max_epochs must be >= 1 and batch_size >= 2")
-        if self.max_grad_norm is not None and not float(self.max_grad_norm) > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        check_max_grad_norm(self.max_grad_norm)
 
     # -- the network, built by fit and by skmat.persist.load ---------------------------------
     def _network(self, encoders: list, aligner_module=None):
@@ -213,6 +214,7 @@ class _MultiModalPredictor(BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         frame = to_frame(X)
+        check_has_rows(frame)
         labels = row_labels(frame)
         target = self._encode_target(y, labels)
         self._validate_params()
@@ -260,6 +262,7 @@ class _MultiModalPredictor(BaseEstimator):
 
         check_is_fitted(self, "net_")
         frame = to_frame(X)
+        check_has_rows(frame)
         prepared = {name: enc._prepare(frame, name, fit=False) for name, enc in self.encoders_}
         self._check_some_view(prepared, row_labels(frame))
         parts = run_inference(self.net_, MultiViewDataset(prepared), lambda out: out[0].float().cpu().numpy())
