@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
 from skorch.dataset import ValidSplit
 from torch.utils.data import Dataset, Subset
 
-from skmat.exceptions import SkmatError
+from skmat.exceptions import NonFiniteLossError  # noqa: F401  (raised here; public in exceptions)
 
 
 def resolve_device(device: str | torch.device | None) -> str:
@@ -156,9 +156,21 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class NonFiniteLossError(SkmatError, FloatingPointError):
-    """Training produced a NaN or infinite loss; the message names the epoch, the batch and
-    the loss term."""
+class ClampParameters(Callback):
+    """After every optimizer step, call ``clamp_()`` on each submodule that has one (the
+    learned temperature of a contrastive loss), so constrained parameters stay in range."""
+
+    def initialize(self):
+        self.clamped_ = None
+        return self
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        if self.clamped_ is None:
+            self.clamped_ = [m for m in net.module_.modules() if callable(getattr(m, "clamp_", None))]
+        for module in self.clamped_:
+            module.clamp_()
 
 
 def bare_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -298,7 +310,8 @@ def build_net(
                 lr_lambda=WarmupCosine(total, int(warmup_fraction * total)),
                 step_every="batch",
             ),
-        )
+        ),
+        ("clamp", ClampParameters()),
     ]
     if use_valid and patience:
         callbacks.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))
@@ -323,6 +336,8 @@ def build_net(
         criterion=torch.nn.MSELoss,  # unused: the module computes its own loss
         optimizer=torch.optim.AdamW,
         optimizer__weight_decay=weight_decay,
+        # weight decay would pull a learned temperature towards 1 (log 0): CLIP exempts it too
+        optimizer__param_groups=[("*log_temperature", {"weight_decay": 0.0})],
         lr=lr,
         max_epochs=max_epochs,
         batch_size=batch_size,
@@ -351,6 +366,19 @@ def fit_net(net: MultiViewNet, dataset: MultiViewDataset, random_state: int | No
         warnings.filterwarnings("ignore", message=".*y.*None.*")
         net.fit(dataset, None)
     return net
+
+
+def fit_with_encoder_hooks(net: MultiViewNet, dataset: MultiViewDataset, encoders: list, random_state) -> MultiViewNet:
+    """:func:`fit_net` with each view encoder's training-only settings (per-batch XRD
+    augmentation) in place during the fit and removed after it, as a standalone encoder fit
+    does, so ``XRDEncoder(augment=True)`` inside an aligner or a fused predictor augments too."""
+    for name, encoder in encoders:
+        encoder._configure_training(net, dataset, name, random_state)
+    try:
+        return fit_net(net, dataset, random_state)
+    finally:
+        for _, encoder in encoders:
+            encoder._end_training(net, dataset)
 
 
 def run_inference(net: MultiViewNet, dataset: MultiViewDataset, fn, method: str | None = None) -> list:

@@ -289,7 +289,14 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, bare_module, build_net, fit_net, resolve_device, seed_torch
+        from skmat._training import (
+            MultiViewDataset,
+            bare_module,
+            build_net,
+            fit_with_encoder_hooks,
+            resolve_device,
+            seed_torch,
+        )
 
         frame = to_frame(X)
         if len(frame) < 2:
@@ -320,7 +327,8 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
             accelerator=self.accelerator,
             **self._net_options(),
         )
-        fit_net(self.net_, MultiViewDataset(prepared), self.random_state)
+        dataset = MultiViewDataset(prepared)
+        fit_with_encoder_hooks(self.net_, dataset, encoders, self.random_state)
         self.encoders_ = encoders
         self.views_ = names
         self.temperature_ = float(bare_module(self.net_.module_).contrastive.temperature)

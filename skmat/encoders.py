@@ -205,7 +205,14 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, check_max_grad_norm, fit_net, resolve_device, seed_torch
+        from skmat._training import (
+            MultiViewDataset,
+            build_net,
+            check_max_grad_norm,
+            fit_with_encoder_hooks,
+            resolve_device,
+            seed_torch,
+        )
 
         check_max_grad_norm(self.max_grad_norm)
         if y is None:
@@ -235,14 +242,15 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
             random_state=random_state,
             **params,
         )
-        self._configure_training(self.net_, dataset, view)
-        fit_net(self.net_, dataset, random_state)
-        self._end_training(self.net_, dataset)
+        fit_with_encoder_hooks(self.net_, dataset, [(view, self)], random_state)
         self.n_features_in_ = frame.shape[1]
         return self
 
-    def _configure_training(self, net, dataset, view: str) -> None:
-        """Adjust the net before training (e.g. per-batch augmentation); default: nothing."""
+    def _configure_training(self, net, dataset, view: str, random_state: int | None = None) -> None:
+        """Adjust the net before training (e.g. per-batch augmentation); default: nothing.
+
+        *random_state* is the seed of the estimator that trains (an aligner's, when this
+        encoder is one of its views), used when the encoder has none of its own."""
 
     def _end_training(self, net, dataset) -> None:
         """Undo training-only settings of :meth:`_configure_training`; default: nothing."""
@@ -637,17 +645,20 @@ class XRDEncoder(_NeuralViewEncoder):
         self.augmented_row_ = np.full(len(has_structure), -1, dtype=np.int64)
         self.augmented_row_[has_structure] = np.arange(int(has_structure.sum()))
 
-    def _configure_training(self, net, dataset, view: str) -> None:
+    def _configure_training(self, net, dataset, view: str, random_state: int | None = None) -> None:
         if getattr(self, "augmenter_", None) is None:
             return
         lo, hi = self.two_theta_range
+        # wrap whatever collates the batches so far: inside an aligner, several encoders may
+        # each adjust their own view of the same batch
+        collate = vars(net).get("iterator_train__collate_fn", dataset.collate)
         net.set_params(
             iterator_train__collate_fn=_AugmentedBatches(
-                dataset.collate,
+                collate,
                 view,
                 self.augmenter_,
                 self.augmented_row_,
-                np.random.default_rng(self.random_state),
+                np.random.default_rng(self.random_state if self.random_state is not None else random_state),
                 self.background,
                 (hi - lo) / (self.n_bins - 1),
             )

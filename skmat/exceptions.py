@@ -60,3 +60,8 @@ class DataNotFoundError(SkmatError, FileNotFoundError):
 
 class ChecksumError(SkmatError, OSError):
     """A downloaded file does not have the content hash pinned in skmat."""
+
+
+class NonFiniteLossError(SkmatError, FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the epoch, the batch and
+    the loss term (lower ``lr`` or set ``max_grad_norm``)."""

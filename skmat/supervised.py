@@ -209,7 +209,7 @@ class _MultiModalPredictor(BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_net, resolve_device, seed_torch
+        from skmat._training import MultiViewDataset, build_net, fit_with_encoder_hooks, resolve_device, seed_torch
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -243,7 +243,7 @@ class _MultiModalPredictor(BaseEstimator):
             accelerator=self.accelerator,
             **self._net_options(),
         )
-        fit_net(self.net_, MultiViewDataset(prepared, target), self.random_state)
+        fit_with_encoder_hooks(self.net_, MultiViewDataset(prepared, target), encoders, self.random_state)
         self.encoders_ = encoders
         self.views_ = names
         self.n_features_in_ = frame.shape[1]

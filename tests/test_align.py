@@ -253,3 +253,25 @@ def test_a_view_missing_from_the_whole_batch_gives_a_finite_loss(frame, loss):
     assert all(g is not None and torch.isfinite(g).all() for g in xrd_grads)
     if loss == "all_pairs":  # three-way terms (tensor, 3-view barlow) need all three views
         assert sum(float(g.abs().sum()) for g in xrd_grads) > 0
+
+
+def test_xrd_augmentation_applies_inside_the_aligner(frame):
+    """XRDEncoder(augment=True) in an aligner trains on redrawn patterns (a different model than
+    without it, same seed), and leaves no training-only state behind."""
+    X, _ = frame
+    X = X.iloc[:48]
+
+    def aligner(augment):
+        encoders = [
+            ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8, augment=augment)),
+            ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
+        ]
+        return small_aligner(encoders=encoders, max_epochs=1, batch_size=16)
+
+    plain, augmented = aligner(False).fit(X), aligner(True).fit(X)
+    again = aligner(True).fit(X)
+    assert not np.allclose(plain.transform(X), augmented.transform(X), atol=1e-4)
+    np.testing.assert_allclose(augmented.transform(X), again.transform(X), atol=1e-6)  # seeded
+    assert "iterator_train__collate_fn" not in vars(augmented.net_)
+    xrd = dict(augmented.encoders_)["xrd"]
+    assert xrd.augmenter_ is None and not hasattr(xrd, "augmented_row_")

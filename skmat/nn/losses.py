@@ -571,6 +571,17 @@ class ContrastiveLoss(nn.Module):
         """The clamped temperature as a scalar tensor (differentiable when learned)."""
         return self.log_temperature.exp().clamp(self.min_temperature, self.max_temperature)
 
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Put a learned temperature back inside its clamp, in place (after an optimizer step).
+
+        Clamping only in the forward pass leaves the parameter free to drift outside, where
+        its gradient is zero and it can never return (measured: lr=2 sent it to 22); CLIP
+        clamps its ``logit_scale`` the same way after every step.
+        """
+        low, high = math.log(self.min_temperature), math.log(self.max_temperature)
+        self.log_temperature.clamp_(low, high)
+
     @property
     def temperature(self) -> float:
         """The clamped temperature as a Python float."""
