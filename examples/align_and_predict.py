@@ -1,4 +1,5 @@
 """Align structure, XRD and composition of MP-20 materials, then predict lattice lengths.
+======================================================================================
 
 Only a ``structure`` column goes in: the XRD pattern, composition and graph views are derived.
 The second half uses only the experimentally accessible views (XRD + composition).

@@ -1,4 +1,5 @@
 """Turn crystal structures into the views skmat learns from.
+=========================================================
 
 Powder XRD (same physics as pymatgen's XRDCalculator, vectorised), Magpie composition
 statistics (same numbers as matminer's preset), and periodic neighbour graphs.

@@ -1,4 +1,5 @@
 """Inverse design by retrieval (as MLCM): given a target DOS, find materials that have it.
+=======================================================================================
 
 Align DOS and charge density of MultiMat materials, then, for the DOS of held-out materials,
 retrieve the nearest charge densities in a database and check the retrieved materials' real

@@ -4,7 +4,7 @@ MLCM (Moro et al., arXiv:2312.00111) turns inverse design into search: embed a *
 with the aligned DOS encoder, retrieve the nearest materials of a database in another view
 (crystal structure, or here charge density), and check the retrieved materials' real DOS
 against the target. A candidate is scored by the relative L1 mismatch within a window around
-the Fermi level,
+the Fermi level::
 
     mismatch = ∫ |DOS_target(E) - DOS_found(E)| dE / ∫ DOS_target(E) dE,   E - E_F in [-5, 5] eV,
 

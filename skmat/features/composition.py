@@ -230,7 +230,8 @@ class CompositionFeatures(BaseFeaturizer):
 
     See Also
     --------
-    magpie_features : the same numbers in float64 from a list of Compositions.
+    skmat.features.composition.magpie_features : the same numbers in float64 from a list of
+        Compositions.
 
     References
     ----------

@@ -541,15 +541,15 @@ class XRDPattern(BaseFeaturizer):
        (unextinguished rounding of systematic absences) are dropped; the strongest is 100.
 
     Each stick then becomes a unit-area peak of width ``peak_width`` on the grid
-    ``np.linspace(*two_theta_range, n_bins)`` (see :func:`broaden`), and the pattern is
-    normalised. Everything is array arithmetic over all reflections and atoms at once,
+    ``np.linspace(*two_theta_range, n_bins)`` (see :func:`~skmat.features.xrd.broaden`), and the
+    pattern is normalised. Everything is array arithmetic over all reflections and atoms at once,
     about 30x faster than ``get_pattern`` per structure.
 
     Parameters
     ----------
     wavelength : str or float, default="CuKa"
-        Radiation name in :data:`WAVELENGTHS` (``"CuKa"``, ``"MoKa"``, ...) or a wavelength
-        in Å.
+        Radiation name in :data:`~skmat.features.xrd.WAVELENGTHS` (``"CuKa"``, ``"MoKa"``,
+        ...) or a wavelength in Å.
     two_theta_range : (float, float), default=(5.0, 90.0)
         First and last grid point, degrees.
     n_bins : int, default=1701
@@ -583,8 +583,8 @@ class XRDPattern(BaseFeaturizer):
 
     See Also
     --------
-    compute_peaks : the sticks of one structure.
-    broaden : sticks to a pattern on a grid.
+    skmat.features.xrd.compute_peaks : the sticks of one structure.
+    skmat.features.xrd.broaden : sticks to a pattern on a grid.
 
     References
     ----------

@@ -60,7 +60,7 @@ def _series_terms(order: int) -> int:
 
 
 def spherical_bessel_zeros(num_orders: int, num_zeros: int) -> np.ndarray:
-    """First ``num_zeros`` positive zeros of ``j_0 .. j_{num_orders - 1}``, in float64.
+    """First ``num_zeros`` positive zeros of ``j_0`` to ``j_{num_orders - 1}``, in float64.
 
     The zeros of ``j_l`` and ``j_{l+1}`` interlace, so each zero of ``j_{l+1}`` is bracketed
     by two consecutive zeros of ``j_l``; starting from ``j_0``'s zeros ``n pi``, every order
@@ -150,7 +150,7 @@ def spherical_bessel(x: Tensor, order: int) -> Tensor:
 
 
 def legendre_polynomials(x: Tensor, num_degrees: int) -> Tensor:
-    """Legendre polynomials ``P_0 .. P_{num_degrees - 1}`` at ``x``, by Bonnet's recurrence.
+    """Legendre polynomials ``P_0`` to ``P_{num_degrees - 1}`` at ``x``, by Bonnet's recurrence.
 
     Parameters
     ----------
