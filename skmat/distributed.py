@@ -13,9 +13,10 @@ Two pieces:
   ``torch.distributed`` run both are the identity, so single-device training is unchanged.
 
 Why the gradients come out right: every process computes the same global loss ``L`` and
-back-propagates it; the backward of the all-gather sums, for each process's own rows, the
-gradients of all ``W`` copies of ``L`` (``W * dL/dx``), and DDP then averages parameter
-gradients over the ``W`` processes, which gives exactly ``dL/dθ``.
+back-propagates it into its own rows only, with weight ``W`` (the number of processes): the
+sum of the gradients of the ``W`` copies of ``L`` (``W * dL/dx``), without communicating in the
+backward pass. DDP then averages parameter gradients over the ``W`` processes, which gives
+exactly ``dL/dθ``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
+from skorch.dataset import ValidSplit
 from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
 from torch import Tensor
@@ -52,11 +55,18 @@ def _gather_sizes(n_rows: int, device: torch.device) -> list[int]:
 def gather_with_grad(tensor: Tensor) -> Tensor:
     """Concatenate *tensor* from every process along its first axis, keeping gradients.
 
-    Processes may hold different numbers of rows (a last, shorter batch): rows are padded to
-    the longest for the collective, then trimmed. Rows come in process (rank) order. Gradients
-    of the result flow back to this process's own rows (summed over the processes that used
-    them). Without an initialised ``torch.distributed`` group of two or more processes, the
+    Processes may hold different numbers of rows (a last, shorter batch, or none): rows are
+    padded to the longest for the collective, then trimmed. Rows come in process (rank)
+    order. Without an initialised ``torch.distributed`` group of two or more processes, the
     tensor itself is returned.
+
+    Gradients reach this process's own rows, multiplied by the number of processes ``W``:
+    every process computes the same loss ``L`` on the gathered rows, so the gradient of its
+    rows summed over the ``W`` copies of ``L`` is ``W * dL/dx``, and DDP's average of the
+    parameter gradients over the processes then gives exactly ``dL/dθ``, as on one device.
+    The collectives all run in the forward pass: the backward communicates nothing, so the
+    processes never have to agree on the order in which autograd reaches this function
+    (which they would not when a view is absent from one process's rows).
 
     Parameters
     ----------
@@ -77,21 +87,25 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed():
         return tensor
     import torch.distributed as dist
-    from torch.distributed.nn.functional import all_gather
 
     sizes = _gather_sizes(tensor.shape[0], tensor.device)
     longest = max(sizes)
     is_bool = tensor.dtype == torch.bool
-    local = tensor.to(torch.uint8) if is_bool else tensor  # gloo has no bool all-gather
+    local = tensor.detach()
+    local = local.to(torch.uint8) if is_bool else local  # gloo has no bool all-gather
     if tensor.shape[0] < longest:
         local = torch.cat([local, local.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))])
-    if local.requires_grad:
-        parts = all_gather(local)  # autograd-aware: its backward reduce-scatters the gradients
-    else:
-        parts = [torch.empty_like(local) for _ in sizes]
-        dist.all_gather(parts, local.contiguous())
-    gathered = torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
-    return gathered.bool() if is_bool else gathered
+    parts = [torch.empty_like(local) for _ in sizes]
+    dist.all_gather(parts, local.contiguous())
+    parts = [part[:n] for part, n in zip(parts, sizes, strict=True)]
+    if is_bool:
+        return torch.cat(parts).bool()
+    if tensor.requires_grad:
+        # this process's rows keep their autograd history; x + (W-1)(x - x.detach()) has the
+        # value of x exactly and passes W times the gradient back (see above)
+        world_size = len(sizes)
+        parts[dist.get_rank()] = tensor + (world_size - 1) * (tensor - tensor.detach())
+    return torch.cat(parts)
 
 
 def gather_views(
@@ -141,6 +155,21 @@ class AcceleratedMultiViewNet(AccelerateMixin, MultiViewNet):
         Device placement, data sharding over processes, mixed precision
         (``Accelerator(mixed_precision="bf16")``), gradient accumulation.
 
+    Notes
+    -----
+    In a run of several processes, every process must issue the same collectives in the same
+    order, or the run hangs. The net sees to it:
+
+    * every trainable parameter takes part in every step's loss (with weight zero where it
+      was not used), so DistributedDataParallel all-reduces the same buckets in every process
+      even when a view is absent from all of one process's rows and its encoder did not run;
+    * the held-out validation rows are the same in every process: without a ``random_state``
+      the split's seed is drawn on the main process and broadcast;
+    * the accelerator must keep ``even_batches=True`` (its default), which pads the last
+      batch so that every process runs the same number of steps; ``False`` is refused.
+      The padding repeats a few rows, which then meet themselves as negatives in that one
+      batch.
+
     Examples
     --------
     >>> from accelerate import Accelerator
@@ -175,6 +204,42 @@ class AcceleratedMultiViewNet(AccelerateMixin, MultiViewNet):
         finally:
             self._criteria = criteria
 
+    def initialize(self):
+        if is_distributed() and not getattr(self.accelerator, "even_batches", True):
+            raise ValueError(
+                "accelerator.even_batches=False lets processes run different numbers of steps, "
+                "and a process waiting for the others' collectives hangs; keep the default True"
+            )
+        return super().initialize()
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        split = self.train_split
+        if not (is_distributed() and isinstance(split, ValidSplit) and split.random_state is None):
+            return super().get_split_datasets(X, y, **fit_params)
+        # with random_state=None each process would hold out different rows and train on rows
+        # another process validates on: draw one seed on the main process for all of them
+        import torch.distributed as dist
+
+        seed = [int(np.random.default_rng().integers(2**31 - 1)) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(seed, src=0)
+        self.train_split = ValidSplit(split.cv, stratified=split.stratified, random_state=seed[0])
+        try:
+            return super().get_split_datasets(X, y, **fit_params)
+        finally:
+            self.train_split = split
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and is_distributed():
+            # DistributedDataParallel all-reduces a bucket of gradients once all its parameters
+            # have one; an encoder that did not run in this process (its view is absent from
+            # all of this process's rows) would leave its bucket pending here while the other
+            # processes wait for it. A zero-weighted term gives every parameter a (zero)
+            # gradient. find_unused_parameters=True is no way out: the learned temperature is
+            # used outside ``forward`` and DDP would then mark it ready twice.
+            loss = loss + 0.0 * sum(p.sum() for p in self.module_.parameters() if p.requires_grad)
+        return loss
+
     def _unwrap_accelerator(self):
         super()._unwrap_accelerator()
         # skorch unwraps the modules only. accelerate's optimizer wrapper holds a ``step``
@@ -190,6 +255,18 @@ class AcceleratedMultiViewNet(AccelerateMixin, MultiViewNet):
             inner = getattr(getattr(scheduler, "optimizer", None), "optimizer", None)
             if isinstance(inner, torch.optim.Optimizer):
                 scheduler.optimizer = inner
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name != "on_train_end":
+            return super().notify(method_name, **cb_kwargs)
+        # skorch calls the net's own handler first, which unwraps the module from
+        # DistributedDataParallel; EarlyStopping(load_best=True) then restores weights it copied
+        # from the *wrapped* module ("module."-prefixed keys) and fails on every process. The
+        # callbacks finish their training first, while the module is still wrapped
+        for _, callback in self.callbacks_:
+            callback.on_train_end(self, **cb_kwargs)
+        self.on_train_end(self, **cb_kwargs)
+        return None
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         super().on_train_end(net, X=X, y=y, **kwargs)
