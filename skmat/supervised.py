@@ -32,6 +32,9 @@ _PARAMETERS_DOC = """
     contrastive_weight : float, default=0.0
         Weight of the aligner's contrastive loss added to the task loss during fine-tuning
         (0 trains on the task alone).
+    auxiliary_weight : float, default=1.0
+        Weight of the auxiliary targets' MSE (``fit(..., auxiliary_targets=...)``), for
+        multitask training, e.g. lattice lengths next to the crystal system.
     hidden_dim : int, default=256
         Width of the two hidden layers of the fusion head.
     dropout : float, default=0.1
@@ -86,6 +89,7 @@ class _MultiModalPredictor(BaseEstimator):
         aligner: Any = None,
         pretrain: bool = False,
         contrastive_weight: float = 0.0,
+        auxiliary_weight: float = 1.0,
         hidden_dim: int = 256,
         dropout: float = 0.1,
         max_epochs: int = 30,
@@ -104,6 +108,7 @@ class _MultiModalPredictor(BaseEstimator):
         self.aligner = aligner
         self.pretrain = pretrain
         self.contrastive_weight = contrastive_weight
+        self.auxiliary_weight = auxiliary_weight
         self.hidden_dim = hidden_dim
         self.dropout = dropout
         self.max_epochs = max_epochs
@@ -139,8 +144,9 @@ class _MultiModalPredictor(BaseEstimator):
     def _validate_params(self) -> None:
         from skmat._training import check_max_grad_norm
 
-        if float(self.contrastive_weight) < 0:
-            raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight!r}")
+        for name in ("contrastive_weight", "auxiliary_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if int(self.hidden_dim) < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {self.hidden_dim!r}")
         if not 0 <= float(self.dropout) < 1:
@@ -165,6 +171,8 @@ class _MultiModalPredictor(BaseEstimator):
             hidden_dim=int(self.hidden_dim),
             dropout=float(self.dropout),
             contrastive_weight=float(self.contrastive_weight),
+            n_auxiliary=0 if self.auxiliary_mean_ is None else int(np.size(self.auxiliary_mean_)),
+            auxiliary_weight=float(self.auxiliary_weight),
         )
 
     def _net_options(self) -> dict:
@@ -195,7 +203,29 @@ class _MultiModalPredictor(BaseEstimator):
         module = bare_module(aligner.net_.module_)
         return aligner.encoders_, module.cpu()
 
-    def fit(self, X: Any, y: Any) -> _MultiModalPredictor:
+    def _encode_auxiliary(self, auxiliary_targets: Any, labels: list) -> np.ndarray | None:
+        """Standardised auxiliary targets (n, k), or None; sets ``auxiliary_mean_/scale_``."""
+        self.auxiliary_mean_ = self.auxiliary_scale_ = None
+        if auxiliary_targets is None:
+            return None
+        try:
+            values = np.asarray(auxiliary_targets, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read auxiliary_targets as numbers: {exc}", view="auxiliary_targets") from exc
+        values = values.reshape(len(values), -1) if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[0] != len(labels):
+            raise InvalidInputError(
+                f"X has {len(labels)} rows but auxiliary_targets has shape {values.shape}", view="auxiliary_targets"
+            )
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            bad = labels[int(np.flatnonzero(~finite)[0])]
+            raise InvalidInputError("auxiliary target contains NaN or inf", row=bad, view="auxiliary_targets")
+        self.auxiliary_mean_ = values.mean(axis=0)
+        self.auxiliary_scale_ = values.std(axis=0) + 1e-12
+        return ((values - self.auxiliary_mean_) / self.auxiliary_scale_).astype(np.float32)
+
+    def fit(self, X: Any, y: Any, auxiliary_targets: Any = None) -> _MultiModalPredictor:
         """Train the view encoders and the fusion head on *y* (after optional pretraining).
 
         Parameters
@@ -204,6 +234,10 @@ class _MultiModalPredictor(BaseEstimator):
             One material per row, one column per view; views derivable from ``structure``
             are computed when their column is absent. A row may lack some views, not all.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        auxiliary_targets : array-like of shape (n_samples,) or (n_samples, n_auxiliary), default=None
+            Extra numeric targets learned alongside *y* (weighted by ``auxiliary_weight``) and
+            returned by :meth:`predict_auxiliary`: one fit for a crystal system and the
+            lattice lengths. Route it through a Pipeline as ``<step>__auxiliary_targets``.
 
         Returns
         -------
@@ -217,6 +251,9 @@ class _MultiModalPredictor(BaseEstimator):
         check_has_rows(frame)
         labels = row_labels(frame)
         target = self._encode_target(y, labels)
+        auxiliary = self._encode_auxiliary(auxiliary_targets, labels)
+        if auxiliary is not None:
+            target = np.column_stack([target.reshape(len(target), -1).astype(np.float32), auxiliary])
         self._validate_params()
         aligner = self._template_aligner()
         encoders = [(name, clone(enc)) for name, enc in aligner._checked_encoders()]
@@ -257,7 +294,8 @@ class _MultiModalPredictor(BaseEstimator):
             raise InvalidInputError(f"none of the views {list(prepared)} is present", row=bad)
 
     # -- prediction -------------------------------------------------------------------------
-    def _head_outputs(self, X: Any) -> np.ndarray:
+    def _head_outputs(self, X: Any, auxiliary: bool = False) -> np.ndarray:
+        """The head's task outputs of every row (or, with *auxiliary*, its auxiliary ones)."""
         from skmat._training import MultiViewDataset, run_inference
 
         check_is_fitted(self, "net_")
@@ -266,7 +304,23 @@ class _MultiModalPredictor(BaseEstimator):
         prepared = {name: enc._prepare(frame, name, fit=False) for name, enc in self.encoders_}
         self._check_some_view(prepared, row_labels(frame))
         parts = run_inference(self.net_, MultiViewDataset(prepared), lambda out: out[0].float().cpu().numpy())
-        return np.concatenate(parts)
+        outputs = np.concatenate(parts)
+        n_task = self._n_outputs()
+        return outputs[:, n_task:] if auxiliary else outputs[:, :n_task]
+
+    def predict_auxiliary(self, X: Any) -> np.ndarray:
+        """Predicted auxiliary targets, shape (n_samples, n_auxiliary).
+
+        Raises
+        ------
+        AttributeError
+            When ``fit`` was given no ``auxiliary_targets``.
+        """
+        check_is_fitted(self, "net_")
+        if self.auxiliary_mean_ is None:
+            raise AttributeError("predict_auxiliary needs a fit with auxiliary_targets")
+        raw = self._head_outputs(X, auxiliary=True)
+        return raw * self.auxiliary_scale_ + self.auxiliary_mean_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

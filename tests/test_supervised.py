@@ -208,3 +208,34 @@ def test_inputs_are_not_mutated(materials):
             assert (np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b)
     np.testing.assert_array_equal(y, y_before)
     assert clone(reg).aligner.encoders[0][1].n_bins == N_BINS
+
+
+def test_auxiliary_targets_train_a_second_head_in_the_same_fit(materials):
+    """Multitask: the crystal system and the lattice length from one classifier fit."""
+    X, y, labels = materials
+    clf = MultiModalClassifier(two_views(), max_epochs=30, lr=3e-3, **TINY)
+    pipe = Pipeline([("clf", clf)]).fit(X, labels, clf__auxiliary_targets=y)  # routed like sample_weight
+    clf = pipe.named_steps["clf"]
+    lattice = clf.predict_auxiliary(X)
+    assert lattice.shape == (len(X), 1)
+    assert np.abs(lattice.ravel() - y).mean() < 0.6 * np.abs(y - y.mean()).mean()
+    assert clf.predict_proba(X).shape == (len(X), 2)  # the task's columns only
+    terms = clf.net_.module_.loss_terms
+    assert terms.__self__.n_auxiliary == 1
+    with pytest.raises(AttributeError, match="auxiliary_targets"):
+        MultiModalClassifier(two_views(), max_epochs=1, **TINY).fit(X, labels).predict_auxiliary(X)
+    bad = y.copy()
+    bad[5] = np.inf
+    with pytest.raises(InvalidInputError, match=str(X.index[5])):
+        MultiModalClassifier(two_views(), max_epochs=1, **TINY).fit(X, labels, auxiliary_targets=bad)
+
+
+def test_auxiliary_targets_survive_the_safe_model_file(materials, tmp_path):
+    from skmat.persist import load, save
+
+    X, y, labels = materials
+    model = MultiModalRegressor(two_views(), max_epochs=1, **TINY).fit(X, y, auxiliary_targets=np.column_stack([y, y]))
+    save(model, tmp_path / "model")
+    restored = load(tmp_path / "model")
+    np.testing.assert_allclose(restored.predict_auxiliary(X), model.predict_auxiliary(X), atol=1e-5)
+    np.testing.assert_allclose(restored.predict(X), model.predict(X), atol=1e-5)

@@ -141,6 +141,13 @@ class FusionPredictor(nn.Module):
     dropout : float, default=0.1
     contrastive_weight : float, default=0.0
         Weight of the alignment loss next to the task loss.
+    n_auxiliary : int, default=0
+        Extra regression outputs (standardised auxiliary targets) after the task's, trained
+        with MSE: multitask learning, e.g. lattice lengths next to the crystal system.
+        ``y`` then holds the task's columns (the class code, or the regression targets) first
+        and the auxiliary targets after them.
+    auxiliary_weight : float, default=1.0
+        Weight of the auxiliary MSE in the loss.
     """
 
     def __init__(
@@ -151,10 +158,15 @@ class FusionPredictor(nn.Module):
         hidden_dim: int = 256,
         dropout: float = 0.1,
         contrastive_weight: float = 0.0,
+        n_auxiliary: int = 0,
+        auxiliary_weight: float = 1.0,
     ):
         super().__init__()
         if task not in {"regression", "classification"}:
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+        self.n_outputs = int(n_outputs)
+        self.n_auxiliary = int(n_auxiliary)
+        self.auxiliary_weight = float(auxiliary_weight)
         self.aligner = aligner
         self.views = list(aligner.encoders)
         self.task = task
@@ -168,7 +180,7 @@ class FusionPredictor(nn.Module):
             nn.Linear(hidden_dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_dim, n_outputs),
+            nn.Linear(hidden_dim, n_outputs + self.n_auxiliary),
         )
 
     def fuse(self, embeddings: dict, presence: dict) -> torch.Tensor:
@@ -195,15 +207,37 @@ class FusionPredictor(nn.Module):
         any_view = torch.stack(list(presence.values()), dim=1).any(dim=1)
         return self.head(fused), any_view, embeddings, presence
 
-    def loss(self, output, y: torch.Tensor) -> torch.Tensor:
+    def loss_terms(self, output, y: torch.Tensor) -> dict:
+        """Each term of the loss, unweighted: ``task``, then ``auxiliary`` and ``contrastive``
+        when they are used."""
         prediction, any_view, embeddings, presence = output
         prediction, target = prediction[any_view], y[any_view]
+        auxiliary_prediction = prediction[:, self.n_outputs :]
+        prediction = prediction[:, : self.n_outputs]
+        if self.n_auxiliary:
+            # the task's columns first (one class code, or the regression targets), then the rest
+            width = 1 if self.task == "classification" else self.n_outputs
+            target, auxiliary_target = target[:, :width], target[:, width:]
+            if self.task == "classification":
+                target = target[:, 0]
+        terms = {}
         if target.shape[0] == 0:
-            task_loss = prediction.sum() * 0.0
+            terms["task"] = prediction.sum() * 0.0
         elif self.task == "classification":
-            task_loss = nn.functional.cross_entropy(prediction, target.long())
+            terms["task"] = nn.functional.cross_entropy(prediction, target.long())
         else:
-            task_loss = nn.functional.mse_loss(prediction, target.reshape(prediction.shape).to(prediction.dtype))
+            terms["task"] = nn.functional.mse_loss(prediction, target.reshape(prediction.shape).to(prediction.dtype))
+        if self.n_auxiliary:
+            terms["auxiliary"] = (
+                nn.functional.mse_loss(auxiliary_prediction, auxiliary_target.to(prediction.dtype))
+                if target.shape[0]
+                else auxiliary_prediction.sum() * 0.0
+            )
         if self.contrastive_weight and len(presence) > 1:
-            return task_loss + self.contrastive_weight * self.aligner.contrastive(embeddings, presence)
-        return task_loss
+            terms["contrastive"] = self.aligner.contrastive(embeddings, presence)
+        return terms
+
+    def loss(self, output, y: torch.Tensor) -> torch.Tensor:
+        terms = self.loss_terms(output, y)
+        weights = {"task": 1.0, "auxiliary": self.auxiliary_weight, "contrastive": self.contrastive_weight}
+        return sum(weights[name] * value for name, value in terms.items())
