@@ -15,23 +15,19 @@ Tasks (UniMat's, with CDVAE's lattice convention):
 
 Rows of the table, each with the protocol that produced it:
 
-``supervised``
-    The single-view encoder (:mod:`skmat.encoders`) trained end-to-end on the task: one fit
-    regresses the nine lattice numbers (standardised), another classifies the crystal system.
-    This is the "fine-tuning" path; predictions come from the encoder's own head.
+``fine-tuned``
+    A multitask :class:`~skmat.supervised.MultiModalClassifier` over the row's views, trained
+    end to end: crystal-system cross-entropy plus the MSE of the nine standardised lattice
+    numbers as auxiliary targets (``predict_auxiliary``), one fit per row. Multi-view rows add
+    the contrastive loss (``--contrastive-weight``), UniMat's joint objective. "Structure
+    aligned with XRD" is trained on both views with view dropout and predicts from the
+    structure alone.
 ``frozen``
     Self-supervised embeddings of a :class:`~skmat.align.MultiModalAligner` (CLIP loss for
     two views, all-pairs CLIP for three), ``fusion="concat"`` over the row's views, frozen,
     then a small MLP head per task (scikit-learn ``MLPRegressor`` / ``MLPClassifier`` on
     standardised embeddings). A single-view ``frozen`` row uses that view of the three-view
     aligner; "structure aligned with XRD" uses the structure view of a structure + XRD aligner.
-``fine-tuned``
-    Multi-view rows trained end to end, as UniMat trains its fusion:
-    :class:`~skmat.supervised.MultiModalRegressor` (the nine lattice numbers) and
-    :class:`~skmat.supervised.MultiModalClassifier` (crystal system) over the aligner's
-    encoders, with the contrastive loss (``--contrastive-weight``) added to the task loss.
-    "Structure aligned with XRD" is trained on both views with view dropout and predicts
-    from the structure alone.
 ``trees``
     The classical baseline: Magpie features (and, in a second row, the first principal
     components of the XRD pattern) with ``HistGradientBoostingRegressor`` per target and
@@ -266,15 +262,14 @@ def make_aligner(views: tuple[str, ...], args: argparse.Namespace, memory):
     )
 
 
-def make_predictor(task: str, views: tuple[str, ...], args: argparse.Namespace, memory, view_dropout: float):
-    """MultiModalRegressor/-Classifier over *views*, trained end to end with the joint loss."""
-    from skmat.supervised import MultiModalClassifier, MultiModalRegressor
+def make_predictor(views: tuple[str, ...], args: argparse.Namespace, memory, view_dropout: float = 0.0):
+    """Multitask MultiModalClassifier over *views*: crystal system + lattice numbers (auxiliary)."""
+    from skmat.supervised import MultiModalClassifier
 
-    cls = MultiModalRegressor if task == "regression" else MultiModalClassifier
     aligner = make_aligner(views, args, memory).set_params(view_dropout=view_dropout)
-    return cls(
+    return MultiModalClassifier(
         aligner,
-        contrastive_weight=args.contrastive_weight,
+        contrastive_weight=args.contrastive_weight if len(views) > 1 else 0.0,
         hidden_dim=args.head_hidden,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -283,6 +278,17 @@ def make_predictor(task: str, views: tuple[str, ...], args: argparse.Namespace, 
         random_state=args.seed,
         verbose=args.verbose,
     )
+
+
+def fine_tune(views, seen_views, args, memory, X_train, train, X_test):
+    """Fit the multitask predictor on *views*, predict from *seen_views* of the test rows."""
+    dropout = 0.5 if tuple(seen_views) != tuple(views) else 0.0
+    model = make_predictor(views, args, memory, dropout).fit(
+        X_train, train["crystal_system"].to_numpy().astype(str),
+        auxiliary_targets=train[REGRESSION_TARGETS].to_numpy(dtype=float),
+    )
+    seen = X_test[list(seen_views)]
+    return model, {"regression": model.predict_auxiliary(seen), "crystal_system": model.predict(seen)}
 
 
 def mlp_heads(train_embedding, y_train, test_embedding, args: argparse.Namespace) -> dict:
@@ -407,20 +413,14 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="skmat-unimat-") as cache:
         # crystal graphs are rebuilt by every fit and transform that sees structures: cache them
         memory = Memory(cache, verbose=0)
-        y_regression = train[REGRESSION_TARGETS].to_numpy(dtype=float)
-        y_systems = train["crystal_system"].to_numpy().astype(str)
 
-        # supervised single-view encoders, trained end-to-end (the fine-tuned path)
-        supervised: dict[str, tuple] = {}
+        # single views fine-tuned end to end (multitask: crystal system + lattice numbers)
+        fine_tuned: dict[str, Any] = {}
         for row, views, _ in LEARNED_ROWS[:3]:
-            (view,) = views
             start = time.perf_counter()
-            with timer(f"supervised {view}"):
-                regressor = make_encoder(view, args, memory).fit(X_train, y_regression)
-                classifier = make_encoder(view, args, memory).fit(X_train, y_systems)
-                predicted = {"regression": regressor.predict(X_test), "crystal_system": classifier.predict(X_test)}
-                supervised[view] = (regressor, classifier)
-            record(row, "supervised", predicted, time.perf_counter() - start)
+            with timer(f"fine-tune {'+'.join(views)}"):
+                fine_tuned[row], predicted = fine_tune(views, views, args, memory, X_train, train, X_test)
+            record(row, "fine-tuned", predicted, time.perf_counter() - start)
 
         # self-supervised aligners, one per set of aligned views, embeddings frozen + MLP heads
         aligners: dict[tuple, Any] = {}
@@ -435,28 +435,14 @@ def run(args: argparse.Namespace) -> dict:
                 predicted = mlp_heads(train_embedding, train, test_embedding, args)
             record(row, f"frozen ({'+'.join(aligned)} aligner) + MLP", predicted, time.perf_counter() - start)
 
-        # multi-view rows fine-tuned end to end: encoders, fusion head and (UniMat's joint loss)
-        # the contrastive term, one MultiModalRegressor for the nine lattice numbers and one
-        # MultiModalClassifier for the crystal system
-        fine_tuned: dict[str, tuple] = {}
+        # multi-view rows fine-tuned end to end, with the contrastive term
         for row, views, aligned in LEARNED_ROWS[3:]:
             start = time.perf_counter()
             with timer(f"fine-tune {'+'.join(aligned)}"):
-                # "structure aligned with XRD" predicts from the structure alone: views are hidden
-                # at random during training so that a row with one view is not out of distribution
-                dropout = 0.5 if views != aligned else 0.0
-                regressor = make_predictor("regression", aligned, args, memory, dropout).fit(X_train, y_regression)
-                classifier = make_predictor("classification", aligned, args, memory, dropout).fit(X_train, y_systems)
-                seen = X_test[list(views)]
-                predicted = {"regression": regressor.predict(seen), "crystal_system": classifier.predict(seen)}
-                fine_tuned[row] = (regressor, classifier)
+                fine_tuned[row], predicted = fine_tune(aligned, views, args, memory, X_train, train, X_test)
             record(row, f"fine-tuned ({'+'.join(aligned)}, contrastive weight {args.contrastive_weight:g})",
                    predicted, time.perf_counter() - start)
-        training = {
-            f"{name} ({task})": {"epochs_run": len(model.net_.history)}
-            for name, pair in [*supervised.items(), *fine_tuned.items()]
-            for task, model in zip(("lattice", "crystal system"), pair, strict=True)
-        }
+        training = {name: {"epochs_run": len(model.net_.history)} for name, model in fine_tuned.items()}
         alignment = {
             "+".join(k): {"epochs_run": len(a.net_.history), "temperature": a.temperature_,
                           "final_train_loss": float(a.net_.history[-1, "train_loss"])}
@@ -482,7 +468,7 @@ def run(args: argparse.Namespace) -> dict:
         "reference": {"mean_predictor_and_majority_class": score(test, majority), "unimat_paper": UNIMAT_PAPER},
         "rows": results,
         "alignment": alignment,
-        "supervised_training": training,
+        "fine_tuning": training,
         "seconds": timer.seconds,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_average": list(os.getloadavg())},
