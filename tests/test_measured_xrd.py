@@ -337,3 +337,36 @@ def test_augmenter_rejects_bad_settings(structures):
     with pytest.raises(ValueError, match="instrument_fwhm"):
         XRDAugmenter(instrument_fwhm=None).fit(structures[:1])
     assert "MoKa" in WAVELENGTHS
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_lattice_scale_puts_peaks_where_the_scaled_structure_has_them(structures, scale):
+    from scipy.signal import find_peaks
+
+    structure = structures[0]
+    augmenter = XRDAugmenter(**ALL_OFF, lattice_scale=(scale, scale)).fit([structure])
+    drawn = augmenter.sample(random_state=0)[0]
+    scaled = structure.copy()
+    scaled.scale_lattice(structure.volume * scale**3)  # twice the cell: reflections beyond 2/λ come in
+    reference = XRDPattern().fit_transform([scaled])[0]
+    drawn_peaks, _ = find_peaks(drawn, height=0.05)
+    reference_peaks, _ = find_peaks(reference, height=1e-4)
+    assert len(drawn_peaks) >= 3
+    # form factors stay those of the unscaled lattice, so heights differ; positions must not
+    distance = np.abs(drawn_peaks[:, None] - reference_peaks[None, :]).min(axis=1)
+    assert distance.max() <= 1
+
+
+def test_lattice_scale_is_seeded_finite_non_negative_and_acts(structures):
+    augmenter = XRDAugmenter(lattice_scale=(1.0, 2.0)).fit(structures[:4])
+    unscaled = clone(augmenter).set_params(lattice_scale=None).fit(structures[:4])
+    first = augmenter.sample(random_state=5)
+    np.testing.assert_array_equal(first, augmenter.sample(random_state=5))
+    assert np.all(np.isfinite(first)) and first.min() >= 0
+    np.testing.assert_allclose(first.max(axis=1), 1.0, rtol=1e-6)
+    # larger cells: the first strong peak comes earlier
+    grid = augmenter.two_theta_grid()
+    first_strong = lambda patterns: np.mean([grid[np.argmax(p > 0.2)] for p in patterns])  # noqa: E731
+    assert first_strong(first) < first_strong(unscaled.sample(random_state=5))
+    with pytest.raises(ValueError, match="lattice_scale"):
+        XRDAugmenter(lattice_scale=(2.0, 1.0)).fit(structures[:1])

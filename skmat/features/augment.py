@@ -120,6 +120,7 @@ def compute_sticks(
     wavelength: str | float = "CuKa",
     two_theta_range: tuple[float, float] = (5.0, 90.0),
     symprec: float = 0.1,
+    lattice_scale: tuple[float, float] = (1.0, 1.0),
 ) -> Sticks:
     """Stick pattern of a structure, in the form :class:`XRDAugmenter` re-draws from.
 
@@ -127,6 +128,9 @@ def compute_sticks(
     widened by 6 % in d-spacing on both sides (so strained lattices can bring peaks in), each
     with the Miller indices of one of its reflections, its intensity divided by the
     Lorentz-polarisation factor (recomputed at the strained angle), and the point group.
+    With ``lattice_scale`` the reflections cover the window for the lattice scaled by any
+    factor in that range (a lattice twice as large puts reflections of twice the ``|g|`` into
+    it); their intensities keep the atomic form factors of the unscaled lattice.
 
     Parameters
     ----------
@@ -135,6 +139,9 @@ def compute_sticks(
     two_theta_range : (float, float), default=(5.0, 90.0)
     symprec : float, default=0.1
         spglib tolerance (Å) for the point group.
+    lattice_scale : (float, float), default=(1.0, 1.0)
+        Smallest and largest factor the lattice will be scaled by when drawing
+        (:class:`XRDAugmenter` ``lattice_scale``).
 
     Returns
     -------
@@ -150,8 +157,15 @@ def compute_sticks(
     """
     wavelength = resolve_wavelength(wavelength)
     lo, hi = _check_two_theta_range(two_theta_range)
-    min_g = 2 * math.sin(math.radians(lo / 2)) / wavelength * (1 - _STICK_MARGIN)
-    max_g = min(2 * math.sin(math.radians(hi / 2)) / wavelength * (1 + _STICK_MARGIN), 2 / wavelength)
+    smallest_scale, largest_scale = (float(v) for v in lattice_scale)
+    if not 0 < smallest_scale <= largest_scale:
+        raise ValueError(f"lattice_scale must be (low, high) with 0 < low <= high, got {lattice_scale!r}")
+    min_g = 2 * math.sin(math.radians(lo / 2)) / wavelength * (1 - _STICK_MARGIN) * smallest_scale
+    max_g = min(2 * math.sin(math.radians(hi / 2)) / wavelength * (1 + _STICK_MARGIN), 2 / wavelength) * largest_scale
+    # reflections beyond the limiting sphere of the real wavelength (|g| > 2/λ) are needed once
+    # the lattice is scaled up: compute them with a wavelength short enough to reach them (the
+    # intensity without the Lorentz-polarisation factor does not depend on the wavelength)
+    wavelength = min(wavelength, 2 / max_g)
     wide_range = tuple(math.degrees(2 * math.asin(min(wavelength * g / 2, 1.0))) for g in (min_g, max_g))
     scatterers = _scatterers_of(structure)
     two_theta, intensity = _peaks_of_scatterers(scatterers, wavelength, wide_range)
@@ -169,8 +183,9 @@ def compute_sticks(
     chosen = order[np.where(nearer_left, right - 1, right)]
     sin_theta = np.sin(np.radians(two_theta / 2))
     return Sticks(
-        hkl=hkl[chosen].astype(float),
-        structure_intensity=intensity / _lorentz_polarisation(sin_theta),
+        # float32 holds Miller indices exactly, at half the memory of the cached sticks
+        hkl=hkl[chosen].astype(np.float32),
+        structure_intensity=(intensity / _lorentz_polarisation(sin_theta)).astype(np.float32),
         lattice=lattice,
         rotations=rotations,
     )
@@ -332,16 +347,30 @@ def _kalpha_pair(wavelength: str | float) -> tuple[float, float] | None:
     return None
 
 
+def _window_g(grid: np.ndarray, wavelength: float) -> tuple[float, float]:
+    """|g| range whose reflections can reach the grid, with room for shifts and Kα2."""
+    low, high = (2 * math.sin(math.radians(t / 2)) / wavelength for t in (grid[0], grid[-1]))
+    return low * (1 - _STICK_MARGIN), min(high * (1 + _STICK_MARGIN), 2 / wavelength)
+
+
 def _draw_from_sticks(sticks: Sticks, rng: np.random.Generator, grid: np.ndarray, settings: dict) -> np.ndarray:
     wavelength = settings["wavelength"]
     mean_wavelength = resolve_wavelength(wavelength)
     if len(sticks.structure_intensity) == 0:
         return np.zeros(len(grid))
     strain = _symmetric_strain(rng, sticks.rotations, settings["strain"], settings["anisotropic_strain"])
-    reciprocal = np.linalg.inv(sticks.lattice @ (np.eye(3) + strain)).T
+    scale = 1.0
+    if settings["lattice_scale"] is not None:
+        low, high = settings["lattice_scale"]
+        scale = math.exp(rng.uniform(math.log(low), math.log(high)))
+    reciprocal = np.linalg.inv(scale * sticks.lattice @ (np.eye(3) + strain)).T
     g_cart = sticks.hkl @ reciprocal
     g = np.linalg.norm(g_cart, axis=1)
-    intensity = sticks.structure_intensity.copy()
+    # only the reflections that land in the window (sticks for scaled lattices hold many more)
+    window = _window_g(grid, mean_wavelength)
+    inside = (g >= window[0]) & (g <= window[1])
+    g_cart, g = g_cart[inside], g[inside]
+    intensity = sticks.structure_intensity[inside].astype(float)
     if settings["preferred_orientation"] is not None and rng.random() < P_PREFERRED_ORIENTATION:
         low, high = settings["preferred_orientation"]
         direction = rng.normal(size=3)
@@ -432,9 +461,9 @@ def augment_patterns(
     wavelength : str or float, default="CuKa"
         Radiation of the patterns (for strain and the Kα2 position).
     zero_shift : float, default=0.1
-        Maximum |shift| of 2θ, degrees.
+        Maximum absolute shift of 2θ, degrees.
     strain : float, default=0.02
-        Maximum |isotropic strain| (relative change of d).
+        Maximum absolute isotropic strain (relative change of d).
     extra_fwhm : (float, float), default=(0.0, 0.2)
         Range of the FWHM (degrees) of an extra Gaussian blur.
     kalpha2 : bool, default=True
@@ -522,14 +551,22 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
     eta : (float, float), default=(0.0, 1.0)
         Range of the Lorentzian fraction of the pseudo-Voigt profile (rounded to 0.1).
     zero_shift : float, default=0.1
-        Maximum |zero shift| of 2θ (degrees).
+        Maximum absolute zero shift of 2θ (degrees).
     displacement : float, default=5e-4
-        Maximum |sample displacement / goniometer radius|; shifts peaks by
+        Maximum absolute sample displacement / goniometer radius; shifts peaks by
         :math:`-2 (s/R)\\cos\\theta` rad (0.06° at low angle for the default).
     strain : float, default=0.02
-        Maximum |isotropic strain| (DFT lattices are ~1-2 % off measured ones).
+        Maximum absolute isotropic strain (DFT lattices are ~1-2 % off measured ones).
     anisotropic_strain : float, default=0.005
         Standard deviation of the anisotropic strain, symmetrised over the point group.
+    lattice_scale : (float, float) or None, default=None
+        Range (log-uniform) of a factor the whole lattice is scaled by, keeping its point
+        group (and crystal system). Simulated training structures often have smaller cells
+        than the measured samples (MP-20 has at most 20 atoms per cell; minerals often have
+        100 or more): a larger cell puts its first peaks at lower angle and more peaks into
+        the window. Intensities keep the atomic form factors of the unscaled lattice, which
+        damps the scaled lattice's high-angle peaks as thermal motion does. ``fit`` then
+        caches many more reflections (about ``high**3`` times as many).
     preferred_orientation : (float, float) or None, default=(0.6, 1.4)
         Range of the March-Dollase ratio r (random direction), drawn with probability 0.5.
     intensity_noise : float or None, default=0.2
@@ -583,6 +620,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         "displacement": [Interval(Real, 0, 0.1, closed="both"), None],
         "strain": [Interval(Real, 0, 0.2, closed="both"), None],
         "anisotropic_strain": [Interval(Real, 0, 0.1, closed="both"), None],
+        "lattice_scale": ["array-like", None],
         "preferred_orientation": ["array-like", None],
         "intensity_noise": [Interval(Real, 0, None, closed="left"), None],
         "kalpha2": ["boolean"],
@@ -606,6 +644,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         displacement: float | None = 5e-4,
         strain: float | None = 0.02,
         anisotropic_strain: float | None = 0.005,
+        lattice_scale: tuple[float, float] | None = None,
         preferred_orientation: tuple[float, float] | None = (0.6, 1.4),
         intensity_noise: float | None = 0.2,
         kalpha2: bool = True,
@@ -626,6 +665,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         self.displacement = displacement
         self.strain = strain
         self.anisotropic_strain = anisotropic_strain
+        self.lattice_scale = lattice_scale
         self.preferred_orientation = preferred_orientation
         self.intensity_noise = intensity_noise
         self.kalpha2 = kalpha2
@@ -662,6 +702,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         if size is not None and size[0] <= 0:
             raise ValueError("crystallite_size must be positive")
         counts = self._range("counts", self.counts, 1.0)
+        lattice_scale = self._range("lattice_scale", self.lattice_scale, 1e-3)
         return {
             "wavelength": self.wavelength,
             "instrument_fwhm": instrument,
@@ -671,6 +712,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
             "displacement": self.displacement or 0.0,
             "strain": self.strain or 0.0,
             "anisotropic_strain": self.anisotropic_strain or 0.0,
+            "lattice_scale": lattice_scale,
             "preferred_orientation": self._range("preferred_orientation", self.preferred_orientation, 1e-2),
             "intensity_noise": self.intensity_noise or 0.0,
             "kalpha2": bool(self.kalpha2),
@@ -694,6 +736,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         frame = to_frame(X, default_column="structure")
         structures = as_structures(frame)
         labels = row_labels(frame)
+        scale_range = self._settings()["lattice_scale"] or (1.0, 1.0)
         sticks = []
         for label, structure in zip(labels, structures, strict=True):
             try:
@@ -703,6 +746,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
                         wavelength=self.wavelength,
                         two_theta_range=self.two_theta_range,
                         symprec=self.symprec,
+                        lattice_scale=scale_range,
                     )
                 )
             except ValueError as exc:
