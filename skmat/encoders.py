@@ -506,8 +506,9 @@ class XRDEncoder(_NeuralViewEncoder):
         Grid points over the window.
     peak_width : float, default=0.15
         Full width at half maximum of simulated peaks, degrees 2θ.
-    channels : tuple of int, default=(32, 64, 128)
-        Convolution channels per stage.
+    channels : tuple of int, default=(16, 32, 64, 64, 128, 128)
+        Convolution channels per stage (each halves the 2θ resolution; see
+        :class:`~skmat.nn.views.XRDConvNet` for the measured choice).
     out_dim : int, default=128
         Size of the embedding.
     view : str or None, default=None
@@ -543,7 +544,7 @@ class XRDEncoder(_NeuralViewEncoder):
         two_theta_range: tuple[float, float] = (5.0, 90.0),
         n_bins: int = 1701,
         peak_width: float = 0.15,
-        channels: tuple[int, ...] = (32, 64, 128),
+        channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128),
         out_dim: int = 128,
         view: str | None = None,
         memory=None,

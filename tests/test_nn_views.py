@@ -100,6 +100,14 @@ def test_constructor_validation():
         XRDConvNet(100, kernel_size=4)
     with pytest.raises(ValueError, match="channels"):
         XRDConvNet(100, channels=())
+    with pytest.raises(ValueError, match="intensity"):
+        XRDConvNet(100, intensity="log")
+    with pytest.raises(ValueError, match="pooled_positions"):
+        XRDConvNet(100, pooled_positions=-1)
+    with pytest.raises(ValueError, match="stem_stride"):
+        XRDConvNet(100, stem_stride=0)
+    with pytest.raises(ValueError, match="stem_stride"):
+        XRDConvNet(100, stem_stride=9, kernel_size=7)
     with pytest.raises(ValueError, match="n_heads"):
         DOSEncoder(64, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="dropout"):
@@ -108,6 +116,71 @@ def test_constructor_validation():
         MLPEncoder(4, norm="batch")
     with pytest.raises(ValueError, match="cardinality"):
         ChargeDensityCNN(8, cardinality=-1)
+
+
+# ----------------------------------------------------------------------------- XRD CNN
+
+
+@pytest.mark.parametrize("n_bins", [1, 7, 64, 301, 1701])
+@pytest.mark.parametrize(("channels", "stem_stride"), [((4,), 1), ((4, 8), 2), ((4, 4, 8, 8), 4)])
+@pytest.mark.parametrize("pooled_positions", [None, 0, 3])
+def test_xrd_declared_positions_match_the_convolutions(n_bins, channels, stem_stride, pooled_positions):
+    net = XRDConvNet(n_bins, out_dim=5, channels=channels, stem_stride=stem_stride,
+                     pooled_positions=pooled_positions).eval()
+    x = torch.rand(2, n_bins)
+    with torch.no_grad():
+        assert net.features(x.unsqueeze(1)).shape == (2, channels[-1], net.n_positions)
+        assert net(x).shape == (2, 5)
+    # None keeps every position up to 32 (then averages to 32 windows)
+    expected_width = {None: min(net.n_positions, 32), 0: 2, 3: 3}[pooled_positions] * channels[-1]
+    assert net.head[-1].in_features == expected_width
+
+
+def test_xrd_sqrt_intensity_is_the_linear_network_on_square_roots():
+    torch.manual_seed(0)
+    rooted = XRDConvNet(120, out_dim=8, channels=(4, 8), dropout=0.0).eval()
+    linear = XRDConvNet(120, out_dim=8, channels=(4, 8), dropout=0.0, intensity="linear").eval()
+    linear.load_state_dict(rooted.state_dict())
+    x = torch.rand(3, 120) ** 4  # mostly small values, where the square root matters most
+    with torch.no_grad():
+        torch.testing.assert_close(rooted(x), linear(x.sqrt()))
+        assert (rooted(x) - linear(x)).abs().max() > 1e-3
+        # negative residue of a background subtraction counts as zero intensity
+        torch.testing.assert_close(rooted(x - 0.01), rooted((x - 0.01).clamp_min(0)))
+
+
+def test_xrd_embedding_barely_depends_on_the_intensity_convention():
+    # patterns scaled to max 100 or max 1000 (both common) should embed alike: GroupNorm after the
+    # first convolution divides the scale out, up to the convolution bias
+    torch.manual_seed(0)
+    net = XRDConvNet(300, out_dim=16, channels=(8, 16, 16)).eval()
+    x = torch.rand(4, 300) ** 8
+    with torch.no_grad():
+        at_100, at_1000, other = net(100 * x), net(1000 * x), net(100 * torch.rand(4, 300) ** 8)
+    assert (at_100 - at_1000).norm() < 0.1 * (at_100 - other).norm()
+
+
+def test_xrd_net_learns_where_a_peak_is():
+    # the crystal system and the lattice are read from peak positions: a few optimiser steps must
+    # tell a peak in the lower half of the pattern from one in the upper half
+    gen = torch.Generator().manual_seed(0)
+    n_bins, n = 120, 64
+    centres = torch.randint(5, n_bins - 5, (n,), generator=gen)
+    grid = torch.arange(n_bins)
+    x = torch.exp(-0.5 * ((grid[None] - centres[:, None]) / 1.3) ** 2)
+    y = (centres >= n_bins // 2).long()
+    torch.manual_seed(0)
+    net = nn.Sequential(XRDConvNet(n_bins, out_dim=8, channels=(4, 8, 8)), nn.GELU(), nn.Linear(8, 2))
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(40):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimiser.step()
+    net.eval()
+    with torch.no_grad():
+        held_out = torch.tensor([15, 35, 50, 70, 85, 105])
+        x_test = torch.exp(-0.5 * ((grid[None] - held_out[:, None]) / 1.3) ** 2)
+        assert (net(x_test).argmax(1) == (held_out >= n_bins // 2).long()).all()
 
 
 # ----------------------------------------------------------------------------- MLP input stats

@@ -65,32 +65,71 @@ def _param_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-class XRDConvNet(nn.Module):
-    """1-D CNN over powder XRD patterns: strided conv stages, then position-keeping pooling.
+#: most last-stage positions :class:`XRDConvNet` flattens by default (27 with its defaults)
+_MAX_FLAT_POSITIONS = 32
 
-    Each stage is ``Conv1d -> GroupNorm -> GELU`` with stride 4 in the first stage and 2 after,
-    so a 1,701-bin pattern reaches the last stage at 107 positions, which keeps CPU training
-    cheap. The last stage is average-pooled to ``pooled_positions`` windows of 2θ and
-    flattened: *where* the peaks are (their d-spacings) is what ties a pattern to its lattice,
-    and global pooling threw it away (measured on MP-20, structure->XRD top-1 retrieval of
-    unseen materials: 0.019 with global mean+max pooling, 0.239 with 16 windows).
-    GroupNorm after the first convolution makes the output nearly independent of the pattern's
-    overall intensity scale (max 1, 100 or 1000 conventions).
+
+class XRDConvNet(nn.Module):
+    """1-D CNN over powder XRD patterns: a stride-2 stem, stride-2 stages, flattened 2θ positions.
+
+    Each stage is ``Conv1d -> GroupNorm -> GELU``; the first (the stem) has stride
+    ``stem_stride`` and every later one stride 2, so the default six stages take a 1,701-bin
+    pattern to 27 positions of 128 channels, which are flattened into the output layer.
+    Intensities go through a square root first (``intensity="sqrt"``).
+
+    Why this shape. Measured on MP-20 (7,238 training / 1,809 held-out patterns, 1,701 bins at
+    0.05° and FWHM 0.15°; one network + two heads trained multitask on the scaled lattice
+    lengths and the crystal system, AdamW lr 1e-3, batch 64, cosine schedule, 10 epochs; numbers
+    are held-out scaled-lattice MAE / crystal-system accuracy, seed 0; another seed of the
+    default gave 0.317 Å / 77.3 %, so differences of ~2 points are noise):
+
+    * the former default (stride-4 stem, three stages, averaged to 16 windows, linear
+      intensities) reached 0.397 Å / 70.0 %; this default reaches 0.311 Å / 79.8 %, and
+      0.284 Å / 79.7 % in 30 epochs (0.218 Å / 81.4 % fused with an MLP on Magpie features),
+      for 1.5x the CPU time (11.4 against 7.6 s per epoch of 7,238 patterns on one core).
+    * square root of the intensities: weak reflections carry much of the symmetry information
+      (splittings, absences) and are otherwise drowned by the strongest peak
+      (0.397 Å / 70.0 % -> 0.345 Å / 73.8 % on the former network).
+    * stem stride 2 rather than 4: a broadened peak is only ~3 bins wide and peak positions are
+      what the lattice is read from (a stride-4 stem and one stage fewer, same 27 final
+      positions: 0.325 Å / 77.2 %).
+    * six stages rather than three: each output position then sees ~19° of 2θ (379 bins), enough
+      to relate neighbouring reflections, yet only 27 positions are left to flatten.
+    * keep the last stage's positions instead of pooling them: *where* the peaks are ties a
+      pattern to its lattice (global pooling made structure->XRD top-1 retrieval of unseen
+      materials drop from 0.239 to 0.019); flattening 27 positions did as well as averaging
+      to 16 windows (0.313 Å / 78.9 %), but flattening the 107 positions of the former network
+      over-fitted (0.380 Å / 67.5 %), hence the cap of 32 windows.
+    * strided convolutions rather than stride-1 convolutions + max pooling (0.300 Å / 81.1 %,
+      within noise of each other) because max pooling is slow on CPU; a kernel of 11 instead of 7
+      gave 0.306 Å / 79.8 % at more cost.
+
+    GroupNorm (not BatchNorm) keeps every row's embedding independent of the rest of the batch,
+    and, after the first convolution, nearly independent of the pattern's overall intensity
+    scale (max 1, 100 or 1000 conventions; the square root keeps scaling a multiplication).
 
     Parameters
     ----------
     n_bins : int
         Length of the pattern (2θ bins).
     out_dim : int, default=128
-    channels : sequence of int, default=(32, 64, 128)
-        Channels of each stage.
+    channels : sequence of int, default=(16, 32, 64, 64, 128, 128)
+        Channels of each stage; the number of stages sets how far the pattern is downsampled
+        (by ``stem_stride * 2 ** (len(channels) - 1)``).
     kernel_size : int, default=7
         Odd kernel width; at 0.05° per bin, 7 bins span a broadened peak.
     dropout : float, default=0.1
         Before the output layer.
-    pooled_positions : int, default=16
-        2θ windows kept after the last stage; ``0`` pools globally (mean and max), which
+    pooled_positions : int or None, default=None
+        2θ windows kept after the last stage: ``None`` keeps all of its positions (27 for
+        the defaults and 1,701 bins) up to 32, and averages them to 32 windows beyond; an
+        integer averages them to that many windows; ``0`` pools globally (mean and max), which
         makes the embedding blind to peak positions.
+    stem_stride : int, default=2
+        Stride of the first convolution; at most ``kernel_size``, so that no bin is skipped.
+    intensity : {"sqrt", "linear"}, default="sqrt"
+        Transform of the (non-negative) intensities before the first convolution; negative
+        values, e.g. noise left by a background subtraction, are clipped to 0 for ``"sqrt"``.
 
     Examples
     --------
@@ -104,36 +143,53 @@ class XRDConvNet(nn.Module):
         self,
         n_bins: int,
         out_dim: int = 128,
-        channels: Sequence[int] = (32, 64, 128),
+        channels: Sequence[int] = (16, 32, 64, 64, 128, 128),
         kernel_size: int = 7,
         dropout: float = 0.1,
-        pooled_positions: int = 16,
+        pooled_positions: int | None = None,
+        stem_stride: int = 2,
+        intensity: str = "sqrt",
     ):
         super().__init__()
         (n_bins,) = _check_positive_ints("n_bins", [n_bins])
-        if int(pooled_positions) < 0:
-            raise ValueError(f"pooled_positions must be >= 0, got {pooled_positions!r}")
-        self.pooled_positions = int(pooled_positions)
+        if pooled_positions is not None and (isinstance(pooled_positions, bool) or int(pooled_positions) < 0):
+            raise ValueError(f"pooled_positions must be None or >= 0, got {pooled_positions!r}")
+        self.pooled_positions = None if pooled_positions is None else int(pooled_positions)
         (out_dim,) = _check_positive_ints("out_dim", [out_dim])
         channels = _check_positive_ints("channels", channels)
+        (stem_stride,) = _check_positive_ints("stem_stride", [stem_stride])
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        if stem_stride > kernel_size:
+            raise ValueError(f"stem_stride ({stem_stride}) must not exceed kernel_size ({kernel_size})")
+        if intensity not in ("sqrt", "linear"):
+            raise ValueError(f"intensity must be 'sqrt' or 'linear', got {intensity!r}")
         self.n_bins = n_bins
         self.out_dim = out_dim
+        self.intensity = intensity
         layers: list[nn.Module] = []
-        in_channels = 1
+        in_channels, length = 1, n_bins
         for stage, width in enumerate(channels):
-            # stride 4 in the stem: a max pool after a stride-2 stem did the same job at ~1.5x the
-            # CPU time (max pooling with indices is slow on CPU); kernel > stride, no bin is skipped
-            stride = 4 if stage == 0 else 2
+            # strided convolutions rather than max pooling: as accurate here, and max pooling
+            # (with indices for the backward pass) is slow on CPU; kernel >= stride, no bin skipped
+            stride = stem_stride if stage == 0 else 2
             layers += [
                 nn.Conv1d(in_channels, width, kernel_size, stride=stride, padding=kernel_size // 2),
                 nn.GroupNorm(_group_count(width), width),
                 nn.GELU(),
             ]
             in_channels = width
+            length = (length - 1) // stride + 1  # output length of a 'same'-padded odd kernel
         self.features = nn.Sequential(*layers)
-        pooled_width = in_channels * self.pooled_positions if self.pooled_positions else 2 * in_channels
+        #: positions of the last stage (flattened when ``pooled_positions`` is None and <= 32)
+        self.n_positions = length
+        # with few stages (or many bins) the last stage keeps hundreds of positions; flattening
+        # all of them over-fitted (107 positions: 0.380 Å / 67.5 % against 0.345 Å / 73.8 % when
+        # averaged to 16 windows), so ``None`` averages down to at most _MAX_FLAT_POSITIONS
+        self._windows = (
+            min(length, _MAX_FLAT_POSITIONS) if self.pooled_positions is None else self.pooled_positions
+        )
+        pooled_width = in_channels * self._windows if self._windows else 2 * in_channels
         self.head = nn.Sequential(nn.Dropout(_check_dropout(dropout)), nn.Linear(pooled_width, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +200,14 @@ class XRDConvNet(nn.Module):
             raise ValueError(
                 f"expected shape (B, {self.n_bins}) or (B, 1, {self.n_bins}), got {tuple(x.shape)}"
             )
-        h = self.features(x.to(_param_dtype(self)))
-        if self.pooled_positions:
-            pooled = nn.functional.adaptive_avg_pool1d(h, self.pooled_positions).flatten(1)
+        x = x.to(_param_dtype(self))
+        if self.intensity == "sqrt":
+            x = x.clamp_min(0).sqrt()
+        h = self.features(x)
+        if self._windows == self.n_positions:
+            pooled = h.flatten(1)
+        elif self._windows:
+            pooled = nn.functional.adaptive_avg_pool1d(h, self._windows).flatten(1)
         else:
             pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         return self.head(pooled)
