@@ -249,6 +249,19 @@ def make_encoder(view: str, args: argparse.Namespace, memory):
     return CompositionEncoder(hidden_dims=tuple(args.composition_hidden), **common)
 
 
+def training_settings(args: argparse.Namespace) -> dict:
+    """Training parameters shared by the aligners and the fine-tuned predictors."""
+    return dict(
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        validation_fraction=0.1 if args.patience else 0.0,
+        random_state=args.seed,
+        verbose=args.verbose,
+    )
+
+
 def make_aligner(views: tuple[str, ...], args: argparse.Namespace, memory):
     from skmat.align import MultiModalAligner
 
@@ -257,13 +270,7 @@ def make_aligner(views: tuple[str, ...], args: argparse.Namespace, memory):
         loss="clip" if len(views) == 2 else "all_pairs",
         latent_dim=args.latent_dim,
         fusion="concat",
-        max_epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        validation_fraction=0.1 if args.patience else 0.0,
-        random_state=args.seed,
-        verbose=args.verbose,
+        **training_settings(args),
     )
 
 
@@ -276,13 +283,7 @@ def make_predictor(views: tuple[str, ...], args: argparse.Namespace, memory, vie
         aligner,
         contrastive_weight=args.contrastive_weight if len(views) > 1 else 0.0,
         hidden_dim=args.head_hidden,
-        max_epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        validation_fraction=0.1 if args.patience else 0.0,
-        random_state=args.seed,
-        verbose=args.verbose,
+        **training_settings(args),
     )
 
 
