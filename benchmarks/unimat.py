@@ -294,8 +294,9 @@ def fine_tune(views, seen_views, args, memory, X_train, train, X_test):
         X_train, train["crystal_system"].to_numpy().astype(str),
         auxiliary_targets=train[REGRESSION_TARGETS].to_numpy(dtype=float),
     )
-    seen = X_test[list(seen_views)]
-    return model, {"regression": model.predict_auxiliary(seen), "crystal_system": model.predict(seen)}
+    # only *seen_views* are read: the XRD view would otherwise be simulated from the structure
+    model.set_params(aligner__transform_views=tuple(seen_views))
+    return model, {"regression": model.predict_auxiliary(X_test), "crystal_system": model.predict(X_test)}
 
 
 def mlp_heads(train_embedding, y_train, test_embedding, args: argparse.Namespace) -> dict:

@@ -25,7 +25,11 @@ _PARAMETERS_DOC = """
         The views, their encoders, the shared space (``latent_dim``) and the alignment loss;
         ``None`` means ``MultiModalAligner()`` (structure + XRD + composition). Its training
         settings are used only by ``pretrain``. Nested parameters reach it as
-        ``aligner__temperature`` or ``aligner__encoders__xrd__n_bins``.
+        ``aligner__temperature`` or ``aligner__encoders__xrd__n_bins``. Its
+        ``transform_views`` chooses the views ``predict`` reads, e.g.
+        ``set_params(aligner__transform_views=("structure",))`` to predict from the
+        structure alone with a model trained on structure + XRD (otherwise the XRD pattern is
+        derived from the structure, as at fit).
     pretrain : bool, default=False
         First align the views of ``X`` contrastively (self-supervised, the aligner's own
         ``max_epochs`` and ``lr``), then fine-tune from those weights on the labels.
@@ -294,6 +298,19 @@ class _MultiModalPredictor(BaseEstimator):
             raise InvalidInputError(f"none of the views {list(prepared)} is present", row=bad)
 
     # -- prediction -------------------------------------------------------------------------
+    def _predict_views(self) -> list[str]:
+        """Views ``predict`` reads: the aligner's ``transform_views``, or every fitted view."""
+        chosen = None if self.aligner is None else self.aligner.transform_views
+        if chosen is None:
+            return list(self.views_)
+        views = [chosen] if isinstance(chosen, str) else list(chosen)
+        unknown = [v for v in views if v not in self.views_]
+        if unknown:
+            raise InvalidInputError(
+                f"aligner__transform_views {unknown} were not fitted; fitted views are {self.views_}", view=unknown[0]
+            )
+        return views
+
     def _head_outputs(self, X: Any, auxiliary: bool = False) -> np.ndarray:
         """The head's task outputs of every row (or, with *auxiliary*, its auxiliary ones)."""
         from skmat._training import MultiViewDataset, run_inference
@@ -301,7 +318,8 @@ class _MultiModalPredictor(BaseEstimator):
         check_is_fitted(self, "net_")
         frame = to_frame(X)
         check_has_rows(frame)
-        prepared = {name: enc._prepare(frame, name, fit=False) for name, enc in self.encoders_}
+        views = self._predict_views()
+        prepared = {name: enc._prepare(frame, name, fit=False) for name, enc in self.encoders_ if name in views}
         self._check_some_view(prepared, row_labels(frame))
         parts = run_inference(self.net_, MultiViewDataset(prepared), lambda out: out[0].float().cpu().numpy())
         outputs = np.concatenate(parts)

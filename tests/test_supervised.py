@@ -239,3 +239,15 @@ def test_auxiliary_targets_survive_the_safe_model_file(materials, tmp_path):
     restored = load(tmp_path / "model")
     np.testing.assert_allclose(restored.predict_auxiliary(X), model.predict_auxiliary(X), atol=1e-5)
     np.testing.assert_allclose(restored.predict(X), model.predict(X), atol=1e-5)
+
+
+def test_transform_views_restrict_the_views_predict_reads(materials, mp20_val_rows):
+    X, y, _ = materials
+    reg = MultiModalRegressor(two_views(view_dropout=0.5), max_epochs=1, **TINY).fit(X, y)
+    from_composition = reg.predict(X[["composition"]])
+    assert not np.allclose(reg.predict(X), from_composition)
+    reg.set_params(aligner__transform_views=("composition",))
+    np.testing.assert_allclose(reg.predict(X), from_composition, rtol=1e-6)  # the xrd column is not read
+    reg.set_params(aligner__transform_views=("dos",))
+    with pytest.raises(InvalidInputError, match="dos"):
+        reg.predict(X)
