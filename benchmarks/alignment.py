@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--n-layers", type=int, default=3, help="structure GNN layers")
     model.add_argument("--max-neighbors", type=int, default=12)
     model.add_argument("--xrd-bins", type=int, default=1701, help="2-theta grid points (5-90 deg)")
-    model.add_argument("--xrd-channels", type=int, nargs="+", default=[32, 64, 128])
+    model.add_argument("--xrd-channels", type=int, nargs="+", default=None, help="default: XRDEncoder's")
     model.add_argument("--composition-hidden", type=int, nargs="*", default=[256, 256])
     model.add_argument("--out-dim", type=int, default=128, help="size of each encoder's output")
     model.add_argument("--latent-dim", type=int, default=128)
@@ -103,7 +103,8 @@ def make_aligner(args: argparse.Namespace):
                 out_dim=args.out_dim,
             ),
         ),
-        ("xrd", XRDEncoder(n_bins=args.xrd_bins, channels=tuple(args.xrd_channels), out_dim=args.out_dim)),
+        ("xrd", XRDEncoder(n_bins=args.xrd_bins, out_dim=args.out_dim,
+                           **({"channels": tuple(args.xrd_channels)} if args.xrd_channels else {}))),
         ("composition", CompositionEncoder(hidden_dims=tuple(args.composition_hidden), out_dim=args.out_dim)),
     ]
     return MultiModalAligner(
