@@ -65,6 +65,24 @@ def check_has_rows(frame: pd.DataFrame, *, view: str | None = None) -> None:
         raise InvalidInputError(f"X has no rows (columns: {list(frame.columns)})", view=view)
 
 
+def standardized_targets(values: Any, labels: list, *, name: str, view: str) -> tuple:
+    """Numeric targets, checked finite (naming the first bad row), standardised per column.
+
+    Standardised targets train at one learning rate whatever their unit. Returns the float32
+    targets, their mean and their scale (standard deviation + 1e-12), per column.
+    """
+    try:
+        target = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {name} as numbers: {exc}", view=view) from exc
+    finite = np.isfinite(target).reshape(len(target), -1).all(axis=1)
+    if not finite.all():
+        raise InvalidInputError(f"{name} contains NaN or inf", row=labels[int(np.flatnonzero(~finite)[0])], view=view)
+    mean = target.mean(axis=0)
+    scale = target.std(axis=0) + 1e-12
+    return ((target - mean) / scale).astype(np.float32), mean, scale
+
+
 def row_labels(frame: pd.DataFrame) -> list:
     """Labels used in error messages: ``material_id`` when present, else the index."""
     if "material_id" in frame.columns:

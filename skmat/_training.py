@@ -349,6 +349,22 @@ def build_net(
     )
 
 
+def net_options(estimator) -> dict:
+    """:func:`build_net`'s training settings read from a multi-view estimator's parameters
+    (the aligner and the fused predictors name them alike)."""
+    return dict(
+        max_epochs=int(estimator.max_epochs),
+        batch_size=int(estimator.batch_size),
+        lr=float(estimator.lr),
+        weight_decay=float(estimator.weight_decay),
+        warmup_fraction=float(estimator.warmup_fraction),
+        validation_fraction=float(estimator.validation_fraction),
+        patience=estimator.patience,
+        grad_clip=estimator.max_grad_norm,
+        verbose=int(estimator.verbose),
+    )
+
+
 def seed_torch(random_state: int | None) -> None:
     """Seed torch's global generator (weight init, shuffling, dropout) when a seed is given."""
     if random_state is not None:

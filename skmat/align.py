@@ -21,6 +21,18 @@ def _is_encoder_list(value) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(p, tuple | list) and len(p) == 2 for p in value)
 
 
+def prepare_views_for_fit(encoders: list, frame) -> dict:
+    """Every encoder's view of *frame*, its input statistics fitted; a view absent from
+    every row is refused (shared by the aligner and the fused predictors)."""
+    prepared = {name: enc._prepare(frame, name, fit=True) for name, enc in encoders}
+    absent = [name for name, view in prepared.items() if not view.present.any()]
+    if absent:
+        raise InvalidInputError(
+            f"views {absent} are absent from every row (columns are {list(frame.columns)})", view=absent[0]
+        )
+    return prepared
+
+
 def default_encoders() -> list:
     """UniMat's three views: structure graph, simulated XRD pattern, composition."""
     from skmat.encoders import CompositionEncoder, StructureEncoder, XRDEncoder
@@ -261,17 +273,9 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
     def _net_options(self) -> dict:
         """Training settings of :func:`~skmat._training.build_net`, shared by ``fit`` and
         :func:`skmat.persist.load`."""
-        return dict(
-            max_epochs=int(self.max_epochs),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            warmup_fraction=float(self.warmup_fraction),
-            validation_fraction=float(self.validation_fraction),
-            patience=self.patience,
-            grad_clip=self.max_grad_norm,
-            verbose=int(self.verbose),
-        )
+        from skmat._training import net_options
+
+        return net_options(self)
 
     # -- fitting --------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MultiModalAligner:
@@ -306,12 +310,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         encoders = [(name, clone(enc)) for name, enc in self._checked_encoders()]
         names = [name for name, _ in encoders]
         self._validate_params(names)
-        prepared = {name: enc._prepare(frame, name, fit=True) for name, enc in encoders}
-        absent = [name for name, view in prepared.items() if not view.present.any()]
-        if absent:
-            raise InvalidInputError(
-                f"views {absent} are absent from every row (columns are {list(frame.columns)})", view=absent[0]
-            )
+        prepared = prepare_views_for_fit(encoders, frame)
         if len(names) > 1:
             co_present = np.stack([v.present for v in prepared.values()]).sum(axis=0) >= 2
             if co_present.sum() < 2:

@@ -26,6 +26,7 @@ from skmat._inputs import (
     is_missing,
     present_structures,
     row_labels,
+    standardized_targets,
     to_frame,
 )
 from skmat.exceptions import InvalidInputError
@@ -162,18 +163,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
                 view="y",
             )
         self.task_ = "regression"
-        try:
-            target = y_array.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read y as numbers: {exc}", view="y") from exc
-        finite = np.isfinite(target).reshape(len(target), -1).all(axis=1)
-        if not finite.all():
-            bad = labels[int(np.flatnonzero(~finite)[0])]
-            raise InvalidInputError("target y contains NaN or inf", row=bad, view="y")
-        # standardised targets train at one learning rate whatever their unit
-        self.y_mean_ = target.mean(axis=0)
-        self.y_scale_ = target.std(axis=0) + 1e-12
-        target = ((target - self.y_mean_) / self.y_scale_).astype(np.float32)
+        target, self.y_mean_, self.y_scale_ = standardized_targets(y_array, labels, name="target y", view="y")
         return target, 1 if target.ndim == 1 else target.shape[1]
 
     @staticmethod

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from skmat._inputs import check_has_rows, row_labels, to_frame
+from skmat._inputs import check_has_rows, row_labels, standardized_targets, to_frame
 from skmat.exceptions import InvalidInputError
 
 _PARAMETERS_DOC = """
@@ -181,17 +181,9 @@ class _MultiModalPredictor(BaseEstimator):
 
     def _net_options(self) -> dict:
         """Training settings of :func:`~skmat._training.build_net` (also used by persist.load)."""
-        return dict(
-            max_epochs=int(self.max_epochs),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            warmup_fraction=float(self.warmup_fraction),
-            validation_fraction=float(self.validation_fraction),
-            patience=self.patience,
-            grad_clip=self.max_grad_norm,
-            verbose=int(self.verbose),
-        )
+        from skmat._training import net_options
+
+        return net_options(self)
 
     # -- fitting ----------------------------------------------------------------------------
     def _pretrained(self, frame, aligner):
@@ -212,22 +204,16 @@ class _MultiModalPredictor(BaseEstimator):
         self.auxiliary_mean_ = self.auxiliary_scale_ = None
         if auxiliary_targets is None:
             return None
-        try:
-            values = np.asarray(auxiliary_targets, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read auxiliary_targets as numbers: {exc}", view="auxiliary_targets") from exc
+        values = np.asarray(auxiliary_targets, dtype=object)
         values = values.reshape(len(values), -1) if values.ndim == 1 else values
         if values.ndim != 2 or values.shape[0] != len(labels):
             raise InvalidInputError(
                 f"X has {len(labels)} rows but auxiliary_targets has shape {values.shape}", view="auxiliary_targets"
             )
-        finite = np.isfinite(values).all(axis=1)
-        if not finite.all():
-            bad = labels[int(np.flatnonzero(~finite)[0])]
-            raise InvalidInputError("auxiliary target contains NaN or inf", row=bad, view="auxiliary_targets")
-        self.auxiliary_mean_ = values.mean(axis=0)
-        self.auxiliary_scale_ = values.std(axis=0) + 1e-12
-        return ((values - self.auxiliary_mean_) / self.auxiliary_scale_).astype(np.float32)
+        values, self.auxiliary_mean_, self.auxiliary_scale_ = standardized_targets(
+            values, labels, name="auxiliary_targets", view="auxiliary_targets"
+        )
+        return values
 
     def fit(self, X: Any, y: Any, auxiliary_targets: Any = None) -> _MultiModalPredictor:
         """Train the view encoders and the fusion head on *y* (after optional pretraining).
@@ -248,6 +234,7 @@ class _MultiModalPredictor(BaseEstimator):
         self
         """
         from skmat._training import MultiViewDataset, build_net, fit_with_encoder_hooks, resolve_device, seed_torch
+        from skmat.align import prepare_views_for_fit
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -266,12 +253,7 @@ class _MultiModalPredictor(BaseEstimator):
         aligner_module = None
         if self.pretrain:
             encoders, aligner_module = self._pretrained(frame, aligner)
-        prepared = {name: enc._prepare(frame, name, fit=True) for name, enc in encoders}
-        absent = [name for name, view in prepared.items() if not view.present.any()]
-        if absent:
-            raise InvalidInputError(
-                f"views {absent} are absent from every row (columns are {list(frame.columns)})", view=absent[0]
-            )
+        prepared = prepare_views_for_fit(encoders, frame)
         self._check_some_view(prepared, labels)
         seed_torch(self.random_state)
         module = self._network(encoders, aligner_module)
@@ -400,17 +382,8 @@ class MultiModalRegressor(RegressorMixin, _MultiModalPredictor):
             raise InvalidInputError(f"X has {len(labels)} rows but y has {n_y}", view="y")
         if y_array.ndim > 2:
             raise InvalidInputError(f"y must be 1-D or 2-D, got shape {y_array.shape}", view="y")
-        try:
-            target = y_array.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read y as numbers: {exc}", view="y") from exc
-        finite = np.isfinite(target).reshape(len(target), -1).all(axis=1)
-        if not finite.all():
-            raise InvalidInputError("target y contains NaN or inf", row=labels[int(np.flatnonzero(~finite)[0])], view="y")
-        # standardised targets train at one learning rate whatever their unit
-        self.y_mean_ = target.mean(axis=0)
-        self.y_scale_ = target.std(axis=0) + 1e-12
-        return ((target - self.y_mean_) / self.y_scale_).astype(np.float32)
+        target, self.y_mean_, self.y_scale_ = standardized_targets(y_array, labels, name="target y", view="y")
+        return target
 
     def _n_outputs(self) -> int:
         return 1 if np.ndim(self.y_mean_) == 0 else int(np.shape(self.y_mean_)[0])
