@@ -164,8 +164,12 @@ def compute_sticks(
     max_g = min(2 * math.sin(math.radians(hi / 2)) / wavelength * (1 + _STICK_MARGIN), 2 / wavelength) * largest_scale
     # reflections beyond the limiting sphere of the real wavelength (|g| > 2/λ) are needed once
     # the lattice is scaled up: compute them with a wavelength short enough to reach them (the
-    # intensity without the Lorentz-polarisation factor does not depend on the wavelength)
-    wavelength = min(wavelength, 2 / max_g)
+    # intensity without the Lorentz-polarisation factor does not depend on the wavelength).
+    # Short enough that they stay below 2θ = 60°: at exactly 2/max_g the outermost reflection
+    # sat at 2θ = 180°, where the Lorentz factor is infinite and every peak was then dropped as
+    # weaker than it (seen as a divide-by-zero warning on scaled MP-20 lattices)
+    if wavelength * max_g / 2 > 0.99:
+        wavelength = 1.0 / max_g
     wide_range = tuple(math.degrees(2 * math.asin(min(wavelength * g / 2, 1.0))) for g in (min_g, max_g))
     scatterers = _scatterers_of(structure)
     two_theta, intensity = _peaks_of_scatterers(scatterers, wavelength, wide_range)
@@ -567,6 +571,22 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         the window. Intensities keep the atomic form factors of the unscaled lattice, which
         damps the scaled lattice's high-angle peaks as thermal motion does. ``fit`` then
         caches many more reflections (about ``high**3`` times as many).
+    cell_growth : (float, float) or None, default=None
+        Range (log-uniform) of the scale of *grown* cells
+        (:func:`~skmat.features.cell_growth.grow_cell`): the lattice scaled and filled with
+        atoms on orbits of the structure's own space group, so the pattern gets the many
+        reflections and varied intensities of a large cell while the crystal system stays
+        true. ``fit`` grows ``grown_cells`` variants of each structure and caches their sticks
+        (about 30 ms per variant); each draw then uses one of them with probability
+        ``grown_fraction``. Measured on MP-20 → RRUFF: +8 points of crystal-system accuracy
+        on measured patterns, -6 on clean simulated ones (see
+        :mod:`skmat.features.cell_growth`).
+    grown_cells : int, default=3
+        Grown variants per structure (with ``cell_growth``).
+    grown_fraction : float, default=0.6
+        Probability that a draw renders a grown variant rather than the structure itself.
+    grown_max_atoms : int, default=160
+        Largest grown cell (atoms).
     preferred_orientation : (float, float) or None, default=(0.6, 1.4)
         Range of the March-Dollase ratio r (random direction), drawn with probability 0.5.
     intensity_noise : float or None, default=0.2
@@ -588,8 +608,9 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    sticks_ : list of Sticks
-        Cached stick patterns of the fitted structures.
+    sticks_ : list of Sticks, or of lists of Sticks
+        Cached stick patterns of the fitted structures; with ``cell_growth`` each entry is a
+        list: the structure's own sticks, then those of its grown variants.
     n_features_in_ : int
 
     See Also
@@ -621,6 +642,10 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         "strain": [Interval(Real, 0, 0.2, closed="both"), None],
         "anisotropic_strain": [Interval(Real, 0, 0.1, closed="both"), None],
         "lattice_scale": ["array-like", None],
+        "cell_growth": ["array-like", None],
+        "grown_cells": [Interval(Integral, 1, None, closed="left")],
+        "grown_fraction": [Interval(Real, 0, 1, closed="both")],
+        "grown_max_atoms": [Interval(Integral, 1, None, closed="left")],
         "preferred_orientation": ["array-like", None],
         "intensity_noise": [Interval(Real, 0, None, closed="left"), None],
         "kalpha2": ["boolean"],
@@ -645,6 +670,10 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         strain: float | None = 0.02,
         anisotropic_strain: float | None = 0.005,
         lattice_scale: tuple[float, float] | None = None,
+        cell_growth: tuple[float, float] | None = None,
+        grown_cells: int = 3,
+        grown_fraction: float = 0.6,
+        grown_max_atoms: int = 160,
         preferred_orientation: tuple[float, float] | None = (0.6, 1.4),
         intensity_noise: float | None = 0.2,
         kalpha2: bool = True,
@@ -666,6 +695,10 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         self.strain = strain
         self.anisotropic_strain = anisotropic_strain
         self.lattice_scale = lattice_scale
+        self.cell_growth = cell_growth
+        self.grown_cells = grown_cells
+        self.grown_fraction = grown_fraction
+        self.grown_max_atoms = grown_max_atoms
         self.preferred_orientation = preferred_orientation
         self.intensity_noise = intensity_noise
         self.kalpha2 = kalpha2
@@ -703,6 +736,8 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
             raise ValueError("crystallite_size must be positive")
         counts = self._range("counts", self.counts, 1.0)
         lattice_scale = self._range("lattice_scale", self.lattice_scale, 1e-3)
+        # the grown cells are rendered with the lattice_scale range too: no upper limit here
+        self._range("cell_growth", self.cell_growth, 1.0)
         return {
             "wavelength": self.wavelength,
             "instrument_fwhm": instrument,
@@ -732,26 +767,52 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         return _feature_names(self.two_theta_grid())
 
     # -- work ------------------------------------------------------------------------------
-    def _sticks_of(self, X: Any) -> list[Sticks]:
+    def _sticks_of(self, X: Any, rng: np.random.Generator | None = None) -> list[Sticks]:
+        """Sticks of each structure of *X*; with ``cell_growth`` and *rng*, each entry is a
+        list: the structure's own sticks, then those of its grown variants."""
+        from skmat.features.cell_growth import grow_cell
+
         frame = to_frame(X, default_column="structure")
         structures = as_structures(frame)
         labels = row_labels(frame)
         scale_range = self._settings()["lattice_scale"] or (1.0, 1.0)
+        growth = self._range("cell_growth", self.cell_growth, 1.0)
+
+        def sticks_of(structure):
+            return compute_sticks(
+                structure,
+                wavelength=self.wavelength,
+                two_theta_range=self.two_theta_range,
+                symprec=self.symprec,
+                lattice_scale=scale_range,
+            )
+
         sticks = []
         for label, structure in zip(labels, structures, strict=True):
             try:
-                sticks.append(
-                    compute_sticks(
-                        structure,
-                        wavelength=self.wavelength,
-                        two_theta_range=self.two_theta_range,
-                        symprec=self.symprec,
-                        lattice_scale=scale_range,
+                own = sticks_of(structure)
+                if growth is None or rng is None:
+                    sticks.append(own)
+                    continue
+                variants = [own]
+                for _ in range(self.grown_cells):
+                    scale = math.exp(rng.uniform(math.log(growth[0]), math.log(growth[1])))
+                    grown = grow_cell(
+                        structure, scale, rng, max_atoms=self.grown_max_atoms, symprec=self.symprec
                     )
-                )
+                    variants.append(sticks_of(grown))
+                sticks.append(variants)
             except ValueError as exc:
                 raise InvalidInputError(str(exc), row=label, view="structure") from exc
         return sticks
+
+    def _pick(self, entry, rng: np.random.Generator) -> Sticks:
+        """The sticks one draw renders: the structure's own, or one of its grown variants."""
+        if isinstance(entry, Sticks):
+            return entry
+        if len(entry) > 1 and rng.random() < self.grown_fraction:
+            return entry[int(rng.integers(1, len(entry)))]
+        return entry[0]
 
     def fit(self, X: Any, y: Any = None) -> XRDAugmenter:
         """Compute and cache the stick pattern of every structure.
@@ -766,16 +827,17 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         self
         """
         self._settings()
-        self.sticks_ = self._sticks_of(X)
+        # grown cells (cell_growth) are drawn here, from random_state, apart from sample()'s draws
+        self.sticks_ = self._sticks_of(X, np.random.default_rng(self.random_state))
         self.n_features_in_ = to_frame(X, default_column="structure").shape[1]
         return self
 
-    def _draw(self, sticks: list[Sticks], rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, sticks: list, rng: np.random.Generator) -> np.ndarray:
         settings = self._settings()
         grid = self.two_theta_grid()
         out = np.empty((len(sticks), len(grid)), dtype=np.float32)
-        for row, record in enumerate(sticks):
-            out[row] = _draw_from_sticks(record, rng, grid, settings)
+        for row, entry in enumerate(sticks):
+            out[row] = _draw_from_sticks(self._pick(entry, rng), rng, grid, settings)
         return out
 
     def sample(self, rows: Any = None, random_state: Any = None) -> np.ndarray:
@@ -813,7 +875,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_in_")
         seed = self.random_state
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return self._draw(self._sticks_of(X), rng)
+        return self._draw(self._sticks_of(X, rng), rng)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
