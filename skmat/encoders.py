@@ -631,7 +631,10 @@ class XRDEncoder(_NeuralViewEncoder):
         template.set_params(
             wavelength=self.wavelength, two_theta_range=self.two_theta_range, n_bins=self.n_bins
         )
-        self.augmenter_ = template.fit(structures)
+        # fitted in _configure_training, which knows the seed of the estimator that trains
+        # (cell_growth draws its grown cells at fit time)
+        self.augmenter_ = template
+        self._augmented_structures = structures
         # row -> position among the augmenter's structures, -1 for rows without one
         self.augmented_row_ = np.full(len(has_structure), -1, dtype=np.int64)
         self.augmented_row_[has_structure] = np.arange(int(has_structure.sum()))
@@ -639,6 +642,12 @@ class XRDEncoder(_NeuralViewEncoder):
     def _configure_training(self, net, dataset, view: str, random_state: int | None = None) -> None:
         if getattr(self, "augmenter_", None) is None:
             return
+        seed = self.random_state if self.random_state is not None else random_state
+        structures = vars(self).pop("_augmented_structures", None)
+        if structures is not None:
+            if self.augmenter_.random_state is None:
+                self.augmenter_.set_params(random_state=seed)
+            self.augmenter_.fit(structures)
         lo, hi = self.two_theta_range
         # wrap whatever collates the batches so far: inside an aligner, several encoders may
         # each adjust their own view of the same batch
@@ -649,7 +658,7 @@ class XRDEncoder(_NeuralViewEncoder):
                 view,
                 self.augmenter_,
                 self.augmented_row_,
-                np.random.default_rng(self.random_state if self.random_state is not None else random_state),
+                np.random.default_rng(seed),
                 self.background,
                 (hi - lo) / (self.n_bins - 1),
             )

@@ -125,3 +125,31 @@ def test_scaled_sticks_of_a_lattice_whose_outermost_reflection_hit_backscatter(d
     assert 5 * len(unscaled.hkl) < len(scaled.hkl) < 30 * len(unscaled.hkl)
     assert np.all(np.isfinite(scaled.structure_intensity)) and scaled.structure_intensity.min() > 0
 
+
+def _aligner(augment, random_state=0):
+    from skmat import MultiModalAligner
+    from skmat.encoders import CompositionEncoder, XRDEncoder
+
+    encoders = [
+        # no random_state of its own: the aligner's seeds the grown cells and the draws
+        ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8, augment=augment)),
+        ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
+    ]
+    return MultiModalAligner(
+        encoders=encoders, latent_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0,
+        random_state=random_state,
+    )  # fmt: skip
+
+
+def test_grown_cells_train_inside_the_aligner_seeded_by_it(mp20_val_rows):
+    X = mp20_val_rows[["structure"]].iloc[:32].reset_index(drop=True)
+    grown = XRDAugmenter(cell_growth=(1.0, 2.0), grown_cells=1)
+    first, again = _aligner(grown).fit(X), _aligner(grown).fit(X)
+    np.testing.assert_allclose(first.transform(X), again.transform(X), atol=1e-6)
+    # another seed grows other cells and draws other patterns: another model
+    other = _aligner(grown, random_state=1).fit(X)
+    assert not np.allclose(first.transform(X), other.transform(X), atol=1e-4)
+    # the augmenter the user passed is left unfitted, and no training-only state stays behind
+    assert not hasattr(grown, "sticks_") and grown.random_state is None
+    xrd = dict(first.encoders_)["xrd"]
+    assert xrd.augmenter_ is None and not hasattr(xrd, "_augmented_structures")
