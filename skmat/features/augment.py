@@ -578,9 +578,9 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         reflections and varied intensities of a large cell while the crystal system stays
         true. ``fit`` grows ``grown_cells`` variants of each structure and caches their sticks
         (about 30 ms per variant); each draw then uses one of them with probability
-        ``grown_fraction``. Measured on MP-20 → RRUFF crystal systems: +1.6 to +8 points on
-        measured patterns, -2 to -6.5 on clean simulated ones, depending on the training
-        budget (see :mod:`skmat.features.cell_growth`).
+        ``grown_fraction``. Measured on MP-20 → RRUFF crystal systems: between -1.6 and +8
+        points on measured patterns (no gain on average in the benchmark's two seeds) and
+        -2 to -6.5 points on clean simulated ones (see :mod:`skmat.features.cell_growth`).
     grown_cells : int, default=3
         Grown variants per structure (with ``cell_growth``).
     grown_fraction : float, default=0.6
