@@ -30,7 +30,6 @@ already on a grid (for ``xrd`` columns without structures).
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skmat._inputs import as_structures, row_labels, to_frame
 from skmat.exceptions import InvalidInputError
+from skmat.features.cell_growth import grow_cell, space_group_operations
 from skmat.features.xrd import (
     WAVELENGTHS,
     _check_two_theta_range,
@@ -99,19 +99,11 @@ def _lorentz_polarisation(sin_theta: np.ndarray) -> np.ndarray:
 
 
 def _point_group_rotations(structure, symprec: float) -> np.ndarray:
-    import spglib
-
     lattice = np.array(structure.lattice.matrix, dtype=float)
-    cell = (lattice, structure.frac_coords, [site.species.elements[0].Z for site in structure])
-    with warnings.catch_warnings():
-        # spglib >= 2.5 warns about its legacy error handling on every call
-        warnings.simplefilter("ignore", DeprecationWarning)
-        symmetry = spglib.get_symmetry(cell, symprec=symprec)
-    if symmetry is None:
-        return np.eye(3)[None]
-    fractional = np.unique(np.asarray(symmetry["rotations"]).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
+    rotations, _ = space_group_operations(structure, symprec)
+    fractional = np.unique(rotations.reshape(-1, 9), axis=0).reshape(-1, 3, 3)
     # fractional W acts on columns f; Cartesian r = Lᵀ f, so R = Lᵀ W L⁻ᵀ
-    return np.einsum("ij,kjl,lm->kim", lattice.T, fractional.astype(float), np.linalg.inv(lattice.T))
+    return np.einsum("ij,kjl,lm->kim", lattice.T, fractional, np.linalg.inv(lattice.T))
 
 
 def compute_sticks(
@@ -736,8 +728,6 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
             raise ValueError("crystallite_size must be positive")
         counts = self._range("counts", self.counts, 1.0)
         lattice_scale = self._range("lattice_scale", self.lattice_scale, 1e-3)
-        # the grown cells are rendered with the lattice_scale range too: no upper limit here
-        self._range("cell_growth", self.cell_growth, 1.0)
         return {
             "wavelength": self.wavelength,
             "instrument_fwhm": instrument,
@@ -748,6 +738,8 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
             "strain": self.strain or 0.0,
             "anisotropic_strain": self.anisotropic_strain or 0.0,
             "lattice_scale": lattice_scale,
+            # cells only grow (scale >= 1); they are then drawn with lattice_scale like any other
+            "cell_growth": self._range("cell_growth", self.cell_growth, 1.0),
             "preferred_orientation": self._range("preferred_orientation", self.preferred_orientation, 1e-2),
             "intensity_noise": self.intensity_noise or 0.0,
             "kalpha2": bool(self.kalpha2),
@@ -767,16 +759,15 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         return _feature_names(self.two_theta_grid())
 
     # -- work ------------------------------------------------------------------------------
-    def _sticks_of(self, X: Any, rng: np.random.Generator | None = None) -> list[Sticks]:
-        """Sticks of each structure of *X*; with ``cell_growth`` and *rng*, each entry is a
-        list: the structure's own sticks, then those of its grown variants."""
-        from skmat.features.cell_growth import grow_cell
-
+    def _sticks_of(self, X: Any, rng: np.random.Generator) -> list:
+        """Sticks of each structure of *X*; with ``cell_growth`` each entry is a list: the
+        structure's own sticks, then those of its grown variants (drawn from *rng*)."""
         frame = to_frame(X, default_column="structure")
         structures = as_structures(frame)
         labels = row_labels(frame)
-        scale_range = self._settings()["lattice_scale"] or (1.0, 1.0)
-        growth = self._range("cell_growth", self.cell_growth, 1.0)
+        settings = self._settings()
+        scale_range = settings["lattice_scale"] or (1.0, 1.0)
+        growth = settings["cell_growth"]
 
         def sticks_of(structure):
             return compute_sticks(
@@ -791,7 +782,7 @@ class XRDAugmenter(TransformerMixin, BaseEstimator):
         for label, structure in zip(labels, structures, strict=True):
             try:
                 own = sticks_of(structure)
-                if growth is None or rng is None:
+                if growth is None:
                     sticks.append(own)
                     continue
                 variants = [own]
