@@ -101,29 +101,16 @@ def augmented_patterns(structures, *, copies: int, seed: int, n_jobs: int, chunk
 
 
 def load_measured(path: Path | None, data_home: Path):
-    """(frame with two_theta/intensity/wavelength, crystal systems) of the measured set."""
-    import pandas as pd
+    """(frame with two_theta/intensity/wavelength, crystal systems, space groups) of the measured set."""
+    from skmat.datasets._rruff import read_pattern_set
 
-    from skmat.datasets import fetch_rruff_xrd
-
-    if path is None:
-        bunch = fetch_rruff_xrd(data_home=data_home)
-        frame = bunch.frame
-        return frame[["two_theta", "intensity", "wavelength"]], frame["crystal_system"].to_numpy()
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    arrays = np.load(folder / "patterns.npz" if path.is_dir() else path)
-    meta = pd.read_csv(folder / "meta.csv")
-    offsets = arrays["offsets"]
-    pieces = [slice(offsets[i], offsets[i + 1]) for i in range(len(offsets) - 1)]
-    frame = pd.DataFrame(
-        {
-            "two_theta": pd.Series([arrays["two_theta"][p] for p in pieces], dtype=object),
-            "intensity": pd.Series([arrays["intensity"][p] for p in pieces], dtype=object),
-            "wavelength": arrays["wavelength"].astype(float) if "wavelength" in arrays else 1.5418,
-        }
+    folder = data_home / "rruff_xrd" if path is None else Path(path)
+    frame = read_pattern_set(folder if folder.is_dir() else folder.parent)
+    return (
+        frame[["two_theta", "intensity", "wavelength"]],
+        frame["crystal_system"].to_numpy(),
+        frame["space_group_number"].to_numpy(),
     )
-    return frame, meta["crystal_system"].astype(str).to_numpy()
 
 
 def per_class_accuracy(y_true, y_pred) -> dict:
@@ -212,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
             ).reshape(len(train_structures) * args.copies, -1)
         augmented[kind] = drawn
         print(f"{kind}: {len(drawn)} patterns in {time.time() - t0:.0f} s", flush=True)
-    measured_frame, y_measured = load_measured(args.test, args.data_home)
+    measured_frame, y_measured, sg_measured = load_measured(args.test, args.data_home)
     raw_measured = MeasuredXRD().fit_transform(measured_frame)
     measured_with_background = {
         m: MeasuredXRD(background=m).fit_transform(measured_frame) for m in ("rolling_ball", "polynomial")

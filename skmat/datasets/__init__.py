@@ -10,6 +10,7 @@ material id. Only the CDVAE CSVs are downloadable (pinned commit, git blob id ch
 Heavy libraries (pymatgen, scikit-learn, joblib) are imported when a loader runs.
 """
 
+from skmat.datasets._amcsd import fetch_amcsd
 from skmat.datasets._base import get_data_home
 from skmat.datasets._cdvae import fetch_carbon24, fetch_mp20, fetch_perov5
 from skmat.datasets._multimat import fetch_multimat_sample
@@ -20,6 +21,7 @@ from skmat.datasets._targets import TARGET_SHORTCUTS, crystal_system_from_spaceg
 __all__ = [
     "TARGET_SHORTCUTS",
     "crystal_system_from_spacegroup",
+    "fetch_amcsd",
     "fetch_carbon24",
     "fetch_mp20",
     "fetch_multimat_sample",
