@@ -104,7 +104,8 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
     def _training_params(self) -> dict:
         """Keyword arguments of :func:`~skmat._training.build_net` (plus ``device``,
         ``accelerator`` and ``random_state``, which ``fit`` and :func:`skmat.persist.load`
-        place themselves)."""
+        place themselves; ``fit`` passes ``accelerator`` on to
+        :func:`~skmat.distributed.training_net`)."""
         params = {
             k: getattr(self, k)
             for k in (
@@ -193,12 +194,12 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         """
         from skmat._training import (
             MultiViewDataset,
-            build_net,
             check_max_grad_norm,
             fit_with_encoder_hooks,
             resolve_device,
             seed_torch,
         )
+        from skmat.distributed import training_net
 
         check_max_grad_norm(self.max_grad_norm)
         if y is None:
@@ -220,7 +221,7 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         module = self._network(n_outputs)
         dataset = MultiViewDataset({view: prepared}, target)
         random_state = params.pop("random_state")
-        self.net_ = build_net(
+        self.net_ = training_net(
             module,
             n_rows=len(frame),
             warmup_fraction=0.05,
