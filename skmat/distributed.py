@@ -33,7 +33,9 @@ from skmat.nn.distributed import gather_views, gather_with_grad, is_distributed
 __all__ = ["AcceleratedMultiViewNet", "gather_views", "gather_with_grad", "is_distributed"]
 
 
-def training_net(module: torch.nn.Module, *, device: str | None, accelerator: Any = None, **options: Any) -> MultiViewNet:
+def training_net(
+    module: torch.nn.Module, *, device: str | None, accelerator: Any = None, **options: Any
+) -> MultiViewNet:
     """The net an estimator trains *module* with: :func:`skmat._training.build_net`'s
     :class:`~skmat._training.MultiViewNet`, or an :class:`AcceleratedMultiViewNet` when an
     ``accelerate.Accelerator`` is given (it then places the model: ``device`` is ignored).
