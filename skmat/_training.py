@@ -285,7 +285,8 @@ def build_net(
     verbose: int,
     random_state: int | None,
     grad_clip: float | None = None,
-    accelerator: Any = None,
+    net_class: type[MultiViewNet] | None = None,
+    **net_kwargs: Any,
 ) -> MultiViewNet:
     """A :class:`MultiViewNet` with AdamW, warm-up + cosine schedule, early stopping and a
     progress bar, configured the way every skmat estimator trains.
@@ -293,9 +294,10 @@ def build_net(
     ``grad_clip`` (an estimator's ``max_grad_norm``) clips the global L2 norm of the
     gradients before each optimizer step; None disables clipping.
 
-    With an ``accelerate.Accelerator``, an :class:`~skmat.distributed.AcceleratedMultiViewNet`
-    instead: the accelerator places the model (``device`` is ignored), shards batches over
-    processes and applies its mixed precision.
+    ``net_class`` (a :class:`MultiViewNet` subclass, default :class:`MultiViewNet`) and
+    ``net_kwargs`` (its own parameters) let a caller train through another net:
+    :func:`skmat.distributed.training_net` passes its ``AcceleratedMultiViewNet`` and the
+    accelerator this way, so this module never imports :mod:`skmat.distributed`.
     """
     n_valid = int(round(validation_fraction * n_rows)) if validation_fraction else 0
     use_valid = n_valid >= 2 and n_rows - n_valid >= 2
@@ -325,13 +327,7 @@ def build_net(
         callbacks.append(("grad_clip", GradientNormClipping(gradient_clip_value=grad_clip)))
     seed = None if random_state is None else int(random_state)
     train_split = ValidSplit(validation_fraction, stratified=False, random_state=seed) if use_valid else None
-    net_class, placement = MultiViewNet, {"device": device}
-    if accelerator is not None:
-        from skmat.distributed import AcceleratedMultiViewNet
-
-        # skorch requires device=None when the accelerator places the model
-        net_class, placement = AcceleratedMultiViewNet, {"device": None, "accelerator": accelerator}
-    return net_class(
+    return (net_class or MultiViewNet)(
         module=module,
         criterion=torch.nn.MSELoss,  # unused: the module computes its own loss
         optimizer=torch.optim.AdamW,
@@ -345,7 +341,8 @@ def build_net(
         train_split=train_split,
         callbacks=callbacks,
         verbose=verbose,
-        **placement,
+        device=device,
+        **net_kwargs,
     )
 
 

@@ -296,11 +296,11 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         from skmat._training import (
             MultiViewDataset,
             bare_module,
-            build_net,
             fit_with_encoder_hooks,
             resolve_device,
             seed_torch,
         )
+        from skmat.distributed import training_net
 
         frame = to_frame(X)
         if len(frame) < 2:
@@ -318,7 +318,7 @@ class MultiModalAligner(TransformerMixin, _BaseComposition, BaseEstimator):
         seed_torch(self.random_state)
         module = self._network(encoders)
         self.device_ = str(self.accelerator.device) if self.accelerator is not None else resolve_device(self.device)
-        self.net_ = build_net(
+        self.net_ = training_net(
             module,
             n_rows=len(frame),
             device=self.device_,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
-#: estimators :func:`load` may build: class name -> defining module (all skmat, all public)
+#: estimators :func:`load` may build: public class path -> (public module, name); all skmat
 ALLOWED_CLASSES = {
     "skmat.align.MultiModalAligner": ("skmat.align", "MultiModalAligner"),
     "skmat.supervised.MultiModalRegressor": ("skmat.supervised", "MultiModalRegressor"),
@@ -163,13 +164,20 @@ def _decode_array(body: dict, where: str) -> np.ndarray:
 
 # -- estimators <-> configs ------------------------------------------------------------------------
 def _class_path(estimator) -> str:
-    path = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
-    if path not in ALLOWED_CLASSES:
-        raise ModelFileError(
-            f"{type(estimator).__name__} cannot be saved as a safe model file; supported: "
-            f"{sorted(p.rsplit('.', 1)[1] for p in ALLOWED_CLASSES)}"
-        )
-    return path
+    """The public path a model file names the estimator's class by (``skmat.encoders.XRDEncoder``).
+
+    Looked up by identity, not built from ``__module__``: the encoders are defined in modules
+    per view family (``skmat.encoders.xrd``) that may move, while files name the public path
+    they are imported from, so files written before and after a move load alike.
+    """
+    cls = type(estimator)
+    for path, (module, name) in ALLOWED_CLASSES.items():
+        if getattr(sys.modules.get(module), name, None) is cls:
+            return path
+    raise ModelFileError(
+        f"{cls.__name__} cannot be saved as a safe model file; supported: "
+        f"{sorted(p.rsplit('.', 1)[1] for p in ALLOWED_CLASSES)}"
+    )
 
 
 def _fitted_attributes(estimator) -> dict:

@@ -233,7 +233,8 @@ class _MultiModalPredictor(BaseEstimator):
         -------
         self
         """
-        from skmat._training import MultiViewDataset, build_net, fit_with_encoder_hooks, resolve_device, seed_torch
+        from skmat._training import MultiViewDataset, fit_with_encoder_hooks, resolve_device, seed_torch
+        from skmat.distributed import training_net
         from skmat.align import prepare_views_for_fit
 
         if y is None:
@@ -258,7 +259,7 @@ class _MultiModalPredictor(BaseEstimator):
         seed_torch(self.random_state)
         module = self._network(encoders, aligner_module)
         self.device_ = str(self.accelerator.device) if self.accelerator is not None else resolve_device(self.device)
-        self.net_ = build_net(
+        self.net_ = training_net(
             module,
             n_rows=len(frame),
             device=self.device_,

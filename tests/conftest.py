@@ -48,6 +48,13 @@ def mp20_val_rows(data_home):
     return frame
 
 
+@pytest.fixture(scope="session")
+def multimat_arrays(data_home):
+    """Every array of the MultiMat sample by name, loaded once (npz cannot be memory-mapped)."""
+    with np.load(data_home / "multimat_sample" / "multimat_sample.npz") as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

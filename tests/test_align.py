@@ -14,6 +14,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
+from _helpers import tiny_encoder
 from skmat import CompositionEncoder, MultiModalAligner, StructureEncoder, XRDEncoder
 from skmat.exceptions import InvalidInputError
 
@@ -262,10 +263,7 @@ def test_xrd_augmentation_applies_inside_the_aligner(frame):
     X = X.iloc[:48]
 
     def aligner(augment):
-        encoders = [
-            ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8, augment=augment)),
-            ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
-        ]
+        encoders = [("xrd", tiny_encoder("xrd", augment=augment)), ("composition", tiny_encoder("composition"))]
         return small_aligner(encoders=encoders, max_epochs=1, batch_size=16)
 
     plain, augmented = aligner(False).fit(X), aligner(True).fit(X)

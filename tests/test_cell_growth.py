@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+from _helpers import tiny_aligner, tiny_encoder
 from skmat.exceptions import InvalidInputError
 from skmat.features.augment import XRDAugmenter, compute_sticks
 from skmat.features.cell_growth import grow_cell
@@ -127,18 +128,12 @@ def test_scaled_sticks_of_a_lattice_whose_outermost_reflection_hit_backscatter(d
 
 
 def _aligner(augment, random_state=0):
-    from skmat import MultiModalAligner
-    from skmat.encoders import CompositionEncoder, XRDEncoder
-
     encoders = [
         # no random_state of its own: the aligner's seeds the grown cells and the draws
-        ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8, augment=augment)),
-        ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
+        ("xrd", tiny_encoder("xrd", augment=augment)),
+        ("composition", tiny_encoder("composition")),
     ]
-    return MultiModalAligner(
-        encoders=encoders, latent_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0,
-        random_state=random_state,
-    )  # fmt: skip
+    return tiny_aligner(encoders=encoders, random_state=random_state)
 
 
 def test_grown_cells_train_inside_the_aligner_seeded_by_it(mp20_val_rows):

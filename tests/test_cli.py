@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _helpers import tiny_aligner
 from skmat.cli import main
 
 COMMANDS = ["demo", "info", "embed", "benchmark"]
@@ -22,24 +23,12 @@ COMMANDS = ["demo", "info", "embed", "benchmark"]
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A tiny structure + composition aligner trained one epoch on pymatgen's prototypes, saved."""
-    from skmat.align import MultiModalAligner
     from skmat.datasets import load_prototypes
-    from skmat.encoders import CompositionEncoder, StructureEncoder
     from skmat.persist import save
 
     frame = load_prototypes().frame
     frame = frame[frame["num_atoms"] <= 8].iloc[:32]
-    aligner = MultiModalAligner(
-        encoders=[
-            ("structure", StructureEncoder(hidden_dim=16, n_layers=1, max_neighbors=8, out_dim=8)),
-            ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
-        ],
-        latent_dim=6,
-        max_epochs=1,
-        batch_size=16,
-        validation_fraction=0.0,
-        random_state=0,
-    ).fit(frame[["structure"]])
+    aligner = tiny_aligner(("structure", "composition"), latent_dim=6).fit(frame[["structure"]])
     return save(aligner, tmp_path_factory.mktemp("model") / "aligner")
 
 

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from skmat import MultiModalAligner
+from _helpers import tiny_aligner
 from skmat._training import resolve_device
-from skmat.encoders import CompositionEncoder, XRDEncoder
 from skmat.supervised import MultiModalRegressor
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="emulates a CPU-only machine")
@@ -39,11 +38,7 @@ def crystals(mp20_val_rows):
 
 
 def _views():
-    return MultiModalAligner(
-        encoders=[("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8)),
-                  ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8))],
-        latent_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0, random_state=0,
-    )
+    return tiny_aligner(("xrd", "composition"))
 
 
 def _as_if_trained_on_cuda(estimator):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from _helpers import tiny_encoder
 from skmat.distributed import gather_with_grad
 
 # --------------------------------------------------------------------------------- Dask
@@ -85,15 +86,12 @@ def test_grid_search_of_an_aligner_pipeline_on_dask(dask_client, mp20_val_rows):
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
 
-    from skmat import CompositionEncoder, MultiModalAligner, XRDEncoder
+    from skmat import MultiModalAligner
 
     X = mp20_val_rows[["structure"]].iloc[:48].reset_index(drop=True)
     y = np.array([s.volume / len(s) for s in X["structure"]])
     aligner = MultiModalAligner(
-        encoders=[
-            ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=16)),
-            ("composition", CompositionEncoder(hidden_dims=(32,), out_dim=16)),
-        ],
+        encoders=_two_views(),
         latent_dim=8,
         max_epochs=1,
         batch_size=16,
@@ -161,14 +159,18 @@ def _gather_check(rank: int) -> dict:
     return {"sizes": sizes, "shape": tuple(gathered_a.shape), "loss": float(loss.detach()), "grad": a.grad.clone()}
 
 
-def _two_view_aligner(**kw):
-    from skmat import CompositionEncoder, MultiModalAligner, XRDEncoder
-
-    encoders = [
-        ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=16)),
-        ("composition", CompositionEncoder(hidden_dims=(32,), out_dim=16)),
+def _two_views() -> list:
+    """The XRD and composition encoders every aligner in this module trains."""
+    return [
+        ("xrd", tiny_encoder("xrd", out_dim=16)),
+        ("composition", tiny_encoder("composition", hidden_dims=(32,), out_dim=16)),
     ]
-    return MultiModalAligner(encoders, latent_dim=8, batch_size=BATCH, **kw)
+
+
+def _two_view_aligner(**kw):
+    from skmat import MultiModalAligner
+
+    return MultiModalAligner(_two_views(), latent_dim=8, batch_size=BATCH, **kw)
 
 
 def _weights(aligner) -> dict:
@@ -354,18 +356,14 @@ def test_two_process_model_transforms_in_one_process_as_on_rank_0(two_process_ru
 
 def test_aligner_trains_through_an_accelerator_on_cpu(mp20_val_rows, tmp_path):
     accelerate = pytest.importorskip("accelerate")
-    from skmat import CompositionEncoder, MultiModalAligner, XRDEncoder
+    from skmat import MultiModalAligner
     from skmat.distributed import AcceleratedMultiViewNet
 
     X = mp20_val_rows[["structure"]].iloc[:40].reset_index(drop=True)
 
     def aligner(**kw):
-        encoders = [
-            ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=16)),
-            ("composition", CompositionEncoder(hidden_dims=(32,), out_dim=16)),
-        ]
         return MultiModalAligner(
-            encoders, latent_dim=8, max_epochs=2, batch_size=16, validation_fraction=0.0, random_state=0, **kw
+            _two_views(), latent_dim=8, max_epochs=2, batch_size=16, validation_fraction=0.0, random_state=0, **kw
         )
 
     accelerated = aligner(accelerator=accelerate.Accelerator(cpu=True)).fit(X)

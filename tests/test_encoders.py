@@ -9,6 +9,7 @@ check behaviour (shapes, errors, determinism, persistence, learning), not accura
 from __future__ import annotations
 
 import copy
+import functools
 
 import joblib
 import numpy as np
@@ -17,15 +18,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
-from skmat.datasets import crystal_system_from_spacegroup, fetch_multimat_sample, load_prototypes
-from skmat.encoders import (
-    ChargeDensityEncoder,
-    CompositionEncoder,
-    DOSEncoder,
-    StructureEncoder,
-    TextEncoder,
-    XRDEncoder,
-)
+from _helpers import prototype_crystals, tiny_encoder
+from skmat.datasets import crystal_system_from_spacegroup, fetch_multimat_sample
+from skmat.encoders import CompositionEncoder
 from skmat.exceptions import InvalidInputError
 
 # one torch thread for the whole suite: see one_torch_thread in conftest.py
@@ -39,26 +34,15 @@ TINY = dict(out_dim=OUT_DIM, max_epochs=2, batch_size=16, validation_fraction=0.
 CORRUPT_DOS_ID = "mp-696961"
 
 
-def tiny(kind: str, **overrides):
-    """A small, fast encoder of each kind."""
-    makers = {
-        "structure": lambda: StructureEncoder(hidden_dim=16, n_layers=1, max_neighbors=8, **TINY),
-        "xrd": lambda: XRDEncoder(n_bins=128, channels=(4, 8), **TINY),
-        "composition": lambda: CompositionEncoder(hidden_dims=(16,), **TINY),
-        "dos": lambda: DOSEncoder(n_points=64, **TINY),
-        "charge_density": lambda: ChargeDensityEncoder(channels=(4, 8), **TINY),
-        "text": lambda: TextEncoder(hidden_dims=(16,), **TINY),
-    }
-    return makers[kind]().set_params(**overrides)
+#: the shared tiny encoders (see _helpers.py), trained with this module's settings
+tiny = functools.partial(tiny_encoder, **TINY)
 
 
 # -- data -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prototypes():
     """32 real crystals of at most 8 sites (AFLOW prototypes), with a float and a label target."""
-    frame = load_prototypes().frame.set_index("material_id")
-    frame = frame[frame["num_atoms"] <= 8].iloc[::3].iloc[:32]
-    return frame[["structure"]], frame["a_scaled"].to_numpy(), frame["crystal_system"].to_numpy()
+    return prototype_crystals(32)
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,9 @@ from sklearn.exceptions import NotFittedError, SkipTestWarning
 from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import estimator_checks_generator, parametrize_with_checks
 
+from _helpers import tiny_aligner, tiny_encoder
 from skmat import MultiModalAligner
 from skmat.datasets import fetch_multimat_sample, load_prototypes
-from skmat.encoders import (
-    ChargeDensityEncoder,
-    CompositionEncoder,
-    DOSEncoder,
-    StructureEncoder,
-    TextEncoder,
-    XRDEncoder,
-)
 from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
 from skmat.features.spectra import DOSResampler
 from skmat.supervised import MultiModalClassifier, MultiModalRegressor
@@ -50,25 +43,16 @@ TRAIN = dict(max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0
 
 
 def _tiny_aligner() -> MultiModalAligner:
-    return MultiModalAligner(
-        encoders=[
-            ("xrd", XRDEncoder(n_bins=64, channels=(4,), out_dim=4)),
-            ("composition", CompositionEncoder(hidden_dims=(8,), out_dim=4)),
-        ],
-        latent_dim=4,
-        **TRAIN,
-    )
+    return tiny_aligner(("xrd", "composition"), latent_dim=4, **TRAIN)
 
 
 def public_estimators() -> list:
     """One instance of every public estimator, with settings small enough to fit in a blink."""
     return [
-        StructureEncoder(hidden_dim=8, n_layers=1, out_dim=4, max_neighbors=6, **TRAIN),
-        XRDEncoder(n_bins=64, channels=(4,), out_dim=4, **TRAIN),
-        CompositionEncoder(hidden_dims=(8,), out_dim=4, **TRAIN),
-        DOSEncoder(n_points=16, out_dim=4, **TRAIN),
-        ChargeDensityEncoder(channels=(4,), out_dim=4, **TRAIN),
-        TextEncoder(hidden_dims=(8,), out_dim=4, **TRAIN),
+        *(
+            tiny_encoder(kind, out_dim=4, **TRAIN)
+            for kind in ("structure", "xrd", "composition", "dos", "charge_density", "text")
+        ),
         _tiny_aligner(),
         MultiModalRegressor(_tiny_aligner(), hidden_dim=8, **TRAIN),
         MultiModalClassifier(_tiny_aligner(), hidden_dim=8, **TRAIN),
@@ -436,7 +420,7 @@ def test_expected_failures_name_real_checks():
 def test_text_encoder_is_checked_on_strings_too():
     # the sklearn checks above use precomputed vectors; raw strings go through the same code path
     X = pd.DataFrame({"text": ["Rock-salt NaCl.", "Diamond-structure silicon.", "Wurtzite ZnO.", "Fcc copper."]})
-    encoder = TextEncoder(hidden_dims=(8,), out_dim=4, **TRAIN)
+    encoder = tiny_encoder("text", out_dim=4, **TRAIN)
     params = encoder.get_params()
     encoder.fit(X, [8.5, 1.12, 3.37, 0.0])
     assert encoder.get_params() == params

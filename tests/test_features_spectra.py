@@ -17,13 +17,6 @@ from skmat.features.spectra import (
 )
 
 
-@pytest.fixture(scope="module")
-def multimat(data_home):
-    """The MultiMat sample, loaded once for this module (npz cannot be memory-mapped)."""
-    with np.load(data_home / "multimat_sample" / "multimat_sample.npz") as archive:
-        return {key: archive[key] for key in archive.files}
-
-
 def _dos(energy, density):
     return np.stack([np.asarray(energy, float), np.asarray(density, float)])
 
@@ -160,9 +153,9 @@ def test_resampler_pandas_output_and_params():
 # ----------------------------------------------------------------------------- real DOS
 
 
-def test_real_multimat_dos_keeps_states_in_window(multimat):
-    rows = np.flatnonzero(multimat["dos_exists"])[:12]
-    dos = multimat["dos"][rows]
+def test_real_multimat_dos_keeps_states_in_window(multimat_arrays):
+    rows = np.flatnonzero(multimat_arrays["dos_exists"])[:12]
+    dos = multimat_arrays["dos"][rows]
     grid = dos_energy_grid(n_points=1024)
     out = resample_dos(dos, n_points=1024)
     assert out.shape == (12, 1024) and np.isfinite(out).all() and (out >= 0).all()
@@ -175,18 +168,18 @@ def test_real_multimat_dos_keeps_states_in_window(multimat):
         assert np.trapezoid(resampled, grid) == pytest.approx(states, rel=2e-3)
 
 
-def test_real_multimat_bad_rows_are_named(multimat):
-    frame = pd.DataFrame({"material_id": multimat["material_id"], "dos": list(multimat["dos"])})
-    absent = np.flatnonzero(~multimat["dos_exists"])[0]  # all-zero placeholder: energies not increasing
+def test_real_multimat_bad_rows_are_named(multimat_arrays):
+    frame = pd.DataFrame({"material_id": multimat_arrays["material_id"], "dos": list(multimat_arrays["dos"])})
+    absent = np.flatnonzero(~multimat_arrays["dos_exists"])[0]  # all-zero placeholder: energies not increasing
     with pytest.raises(InvalidInputError) as info:
         DOSResampler().fit_transform(frame.iloc[[absent]])
-    assert info.value.row == multimat["material_id"][absent]
+    assert info.value.row == multimat_arrays["material_id"][absent]
     # mp-696961 starts with a corrupted run of repeated then falling energies: refused, not sorted
-    corrupted = np.flatnonzero(multimat["material_id"] == "mp-696961")
-    assert corrupted.size == 1 and multimat["dos_exists"][corrupted[0]]
+    corrupted = np.flatnonzero(multimat_arrays["material_id"] == "mp-696961")
+    assert corrupted.size == 1 and multimat_arrays["dos_exists"][corrupted[0]]
     with pytest.raises(InvalidInputError, match="row 'mp-696961'.*strictly increasing"):
         DOSResampler().fit_transform(frame.iloc[corrupted])
-    present = frame[multimat["dos_exists"] & (frame.material_id != "mp-696961")].iloc[:20]
+    present = frame[multimat_arrays["dos_exists"] & (frame.material_id != "mp-696961")].iloc[:20]
     out = DOSResampler().fit_transform(present)
     np.testing.assert_allclose(out.mean(axis=1), 1.0, rtol=1e-5)
 
@@ -245,9 +238,9 @@ def test_charge_density_container_errors():
         normalize_charge_density(np.ones((2, 2, 2)), method="max")
 
 
-def test_real_multimat_charge_density(multimat):
-    rows = np.flatnonzero(multimat["charge_density_exists"])[:6]
-    raw = multimat["charge_density"][rows]  # float16, rho * V_cell, some negative voxels
+def test_real_multimat_charge_density(multimat_arrays):
+    rows = np.flatnonzero(multimat_arrays["charge_density_exists"])[:6]
+    raw = multimat_arrays["charge_density"][rows]  # float16, rho * V_cell, some negative voxels
     out = normalize_charge_density(raw)
     assert out.shape == (6, 32, 32, 32) and out.dtype == np.float32
     assert np.isfinite(out).all() and out.min() >= 0.0
@@ -255,6 +248,6 @@ def test_real_multimat_charge_density(multimat):
     flat_raw, flat_out = raw[0].astype(np.float32).ravel(), out[0].ravel()
     positive = flat_raw > 0
     assert np.all(np.diff(flat_out[positive][np.argsort(flat_raw[positive])]) >= 0)
-    absent = np.flatnonzero(~multimat["charge_density_exists"])[0]  # all zeros: no electrons
+    absent = np.flatnonzero(~multimat_arrays["charge_density_exists"])[0]  # all zeros: no electrons
     with pytest.raises(InvalidInputError, match="row 0.*must be positive"):
-        normalize_charge_density(multimat["charge_density"][[absent]])
+        normalize_charge_density(multimat_arrays["charge_density"][[absent]])

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from _helpers import tiny_encoder
 from skmat._inputs import as_structures
 from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
 from skmat.features.spectra import resample_dos
@@ -205,15 +206,14 @@ def test_whole_dos_arrays_resample_or_raise_value_error():
 def fitted_xrd_and_dos(data_home):
     """An XRD and a DOS encoder fitted for one epoch on real data (transform is what is fuzzed)."""
     from skmat.datasets import fetch_multimat_sample, load_prototypes
-    from skmat.encoders import DOSEncoder, XRDEncoder
 
     tiny = dict(out_dim=4, max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
     X, y = load_prototypes(return_X_y=True, target="a_scaled")
     ordered = [s.is_ordered for s in X["structure"]]
-    xrd = XRDEncoder(n_bins=32, channels=(2,), **tiny).fit(X[ordered].iloc[:8], y[ordered][:8])
+    xrd = tiny_encoder("xrd", n_bins=32, channels=(2,), **tiny).fit(X[ordered].iloc[:8], y[ordered][:8])
     M, bulk = fetch_multimat_sample(data_home=data_home, return_X_y=True, target="bulk_modulus")
     keep = M["dos"].notna() & bulk.notna() & (M.index != "mp-696961")
-    dos = DOSEncoder(n_points=16, **tiny).fit(M[keep].iloc[:8], bulk[keep].iloc[:8].to_numpy())
+    dos = tiny_encoder("dos", n_points=16, **tiny).fit(M[keep].iloc[:8], bulk[keep].iloc[:8].to_numpy())
     return xrd, dos
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _helpers import tiny_aligner, tiny_encoder
 from skmat.exceptions import InvalidInputError
 from skmat.inverse_design import dos_mismatch, inverse_design_scores
 
@@ -34,11 +35,8 @@ def rows(arrays):
 
 @pytest.fixture(scope="module")
 def aligner(rows):
-    from skmat import MultiModalAligner
-    from skmat.encoders import ChargeDensityEncoder, DOSEncoder
-
-    encoders = [("dos", DOSEncoder(n_points=64, out_dim=16)), ("charge_density", ChargeDensityEncoder(channels=(4, 8), out_dim=16))]
-    return MultiModalAligner(encoders=encoders, latent_dim=8, max_epochs=1, batch_size=16, validation_fraction=0, random_state=0).fit(rows)
+    encoders = [(kind, tiny_encoder(kind, out_dim=16)) for kind in ("dos", "charge_density")]
+    return tiny_aligner(encoders=encoders).fit(rows)
 
 
 def _window_integral(dos, window=(-5.0, 5.0), n=20001):

@@ -22,13 +22,6 @@ from skmat.nn.views import (
 )
 
 
-@pytest.fixture(scope="module")
-def multimat(data_home):
-    """The MultiMat sample, loaded once for this module (npz cannot be memory-mapped)."""
-    with np.load(data_home / "multimat_sample" / "multimat_sample.npz") as archive:
-        return {key: archive[key] for key in archive.files}
-
-
 def _small_encoders(dropout=0.1):
     """(encoder, input batch) pairs at sizes that run in milliseconds."""
     torch.manual_seed(0)
@@ -326,13 +319,13 @@ def test_make_view_encoder_rejects_unknown_kind_and_bad_shapes():
 # ----------------------------------------------------------------------------- real data
 
 
-def test_real_multimat_views_through_their_encoders(multimat):
+def test_real_multimat_views_through_their_encoders(multimat_arrays):
     from skmat.features.spectra import DOSResampler, normalize_charge_density
 
-    rows = np.flatnonzero(multimat["dos_exists"] & multimat["charge_density_exists"])[:4]
-    dos = torch.from_numpy(DOSResampler(n_points=256).fit_transform(list(multimat["dos"][rows])))
-    rho = torch.from_numpy(normalize_charge_density(multimat["charge_density"][rows]))
-    text = torch.from_numpy(multimat["text_embedding"][rows])
+    rows = np.flatnonzero(multimat_arrays["dos_exists"] & multimat_arrays["charge_density_exists"])[:4]
+    dos = torch.from_numpy(DOSResampler(n_points=256).fit_transform(list(multimat_arrays["dos"][rows])))
+    rho = torch.from_numpy(normalize_charge_density(multimat_arrays["charge_density"][rows]))
+    text = torch.from_numpy(multimat_arrays["text_embedding"][rows])
     torch.manual_seed(0)
     encoders = {
         "dos": (make_view_encoder("dos", dos.shape[1:], out_dim=32), dos),
@@ -341,7 +334,7 @@ def test_real_multimat_views_through_their_encoders(multimat):
             rho,
         ),
         "text": (
-            make_view_encoder("text", text.shape[1:], out_dim=32).fit_input_stats(multimat["text_embedding"]),
+            make_view_encoder("text", text.shape[1:], out_dim=32).fit_input_stats(multimat_arrays["text_embedding"]),
             text,
         ),
     }

@@ -7,6 +7,7 @@ it is used.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -15,16 +16,8 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
-from skmat.align import MultiModalAligner
-from skmat.datasets import fetch_multimat_sample, load_prototypes
-from skmat.encoders import (
-    ChargeDensityEncoder,
-    CompositionEncoder,
-    DOSEncoder,
-    StructureEncoder,
-    TextEncoder,
-    XRDEncoder,
-)
+from _helpers import prototype_crystals, tiny_aligner, tiny_encoder
+from skmat.datasets import fetch_multimat_sample
 from skmat.persist import CONFIG_FILE, WEIGHTS_FILE, ModelFileError, load, save
 
 TINY = dict(out_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0, random_state=0)
@@ -32,24 +25,14 @@ TINY = dict(out_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0, ran
 CORRUPT_DOS_ID = "mp-696961"
 
 
-def tiny(kind: str, **overrides):
-    makers = {
-        "structure": lambda: StructureEncoder(hidden_dim=16, n_layers=1, max_neighbors=8, **TINY),
-        "xrd": lambda: XRDEncoder(n_bins=128, channels=(4, 8), **TINY),
-        "composition": lambda: CompositionEncoder(hidden_dims=(16,), **TINY),
-        "dos": lambda: DOSEncoder(n_points=64, **TINY),
-        "charge_density": lambda: ChargeDensityEncoder(channels=(4, 8), **TINY),
-        "text": lambda: TextEncoder(hidden_dims=(16,), **TINY),
-    }
-    return makers[kind]().set_params(**overrides)
+#: the shared tiny encoders (see _helpers.py), trained with this module's settings
+tiny = functools.partial(tiny_encoder, **TINY)
 
 
 @pytest.fixture(scope="module")
 def prototypes():
     """24 real crystals of at most 8 sites, a float target and a crystal-system label."""
-    frame = load_prototypes().frame.set_index("material_id")
-    frame = frame[frame["num_atoms"] <= 8].iloc[::3].iloc[:24]
-    return frame[["structure"]], frame["a_scaled"].to_numpy(), frame["crystal_system"].to_numpy()
+    return prototype_crystals(24)
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +101,10 @@ def test_two_target_regression_round_trips(multimat, tmp_path):
     np.testing.assert_allclose(restored.predict(X), encoder.predict(X), rtol=1e-6, atol=1e-5)
 
 
-def small_aligner(**overrides) -> MultiModalAligner:
-    encoders = [
-        ("structure", StructureEncoder(hidden_dim=16, n_layers=1, max_neighbors=8, out_dim=8)),
-        ("xrd", XRDEncoder(n_bins=128, channels=(4, 8), out_dim=8)),
-        ("composition", CompositionEncoder(hidden_dims=(16,), out_dim=8)),
-    ]
-    params = dict(
-        encoders=encoders, latent_dim=8, max_epochs=1, batch_size=16, validation_fraction=0.0, random_state=0
-    )
-    return MultiModalAligner(**{**params, **overrides})
-
-
 @pytest.mark.parametrize("options", [{}, {"loss": "anchored", "fusion": "concat", "learn_temperature": False}])
 def test_aligner_round_trips(options, prototypes, tmp_path):
     X, _, _ = prototypes
-    aligner = small_aligner(**options).fit(X)
+    aligner = tiny_aligner(**options).fit(X)
     restored = load(save(aligner, tmp_path / "model"))
     assert restored.views_ == aligner.views_
     assert restored.temperature_ == aligner.temperature_
@@ -151,7 +122,7 @@ def test_aligner_round_trips(options, prototypes, tmp_path):
 
 def test_a_fitted_pipeline_step_round_trips(prototypes, tmp_path):
     X, y, _ = prototypes
-    pipe = Pipeline([("align", small_aligner()), ("reg", Ridge())]).fit(X, y)
+    pipe = Pipeline([("align", tiny_aligner()), ("reg", Ridge())]).fit(X, y)
     before = pipe.predict(X)
     save(pipe.named_steps["align"], tmp_path / "align")
     pipe.steps[0] = ("align", load(tmp_path / "align"))
@@ -221,7 +192,7 @@ def test_an_unknown_class_is_refused_without_importing_it(saved_folder, tmp_path
 
 def test_a_non_skmat_class_nested_in_the_aligner_is_refused(prototypes, tmp_path):
     X, _, _ = prototypes
-    folder = save(small_aligner().fit(X), tmp_path / "aligner")
+    folder = save(tiny_aligner().fit(X), tmp_path / "aligner")
 
     def swap_encoder(config):
         config["estimator"]["fitted_encoders"][0][1]["class"] = "subprocess.Popen"

@@ -13,8 +13,8 @@ from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
+from _helpers import tiny_encoder
 from skmat import InvalidInputError, MultiModalAligner
-from skmat.encoders import CompositionEncoder, XRDEncoder
 from skmat.features import XRDPattern
 from skmat.supervised import MultiModalClassifier, MultiModalRegressor
 
@@ -25,8 +25,8 @@ TINY = dict(batch_size=16, validation_fraction=0.0, random_state=0)
 def two_views(**aligner_params) -> MultiModalAligner:
     return MultiModalAligner(
         encoders=[
-            ("xrd", XRDEncoder(n_bins=N_BINS, channels=(4, 8), out_dim=16)),
-            ("composition", CompositionEncoder(hidden_dims=(32,), out_dim=16)),
+            ("xrd", tiny_encoder("xrd", n_bins=N_BINS, out_dim=16)),
+            ("composition", tiny_encoder("composition", hidden_dims=(32,), out_dim=16)),
         ],
         latent_dim=16,
         **{**TINY, "max_epochs": 2, **aligner_params},

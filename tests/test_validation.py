@@ -12,6 +12,7 @@ and train for one epoch.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 
 import numpy as np
@@ -21,45 +22,28 @@ import torch
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.periodic_table import DummySpecies
 
+import _helpers
 from skmat._inputs import is_missing
 from skmat.exceptions import NonFiniteLossError
-from skmat.align import MultiModalAligner
 from skmat.datasets import fetch_multimat_sample
-from skmat.encoders import (
-    ChargeDensityEncoder,
-    CompositionEncoder,
-    DOSEncoder,
-    StructureEncoder,
-    TextEncoder,
-    XRDEncoder,
-)
 from skmat.exceptions import InvalidInputError, SkmatError
 from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
 from skmat.features.measured import MeasuredXRD
 from skmat.features.spectra import DOSResampler
 
-N_BINS = 64
-TINY = dict(out_dim=8, max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
+#: XRD patterns made here must be on the tiny XRD encoder's grid
+N_BINS = _helpers.TINY_ENCODERS["xrd"][1]["n_bins"]
+TINY = dict(max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
 #: the row that receives the defect; its label must appear in the error
 BAD = 3
 
 
-def tiny_encoder(kind: str, **overrides):
-    makers = {
-        "structure": lambda: StructureEncoder(hidden_dim=8, n_layers=1, max_neighbors=6, **TINY),
-        "xrd": lambda: XRDEncoder(n_bins=N_BINS, channels=(4,), **TINY),
-        "composition": lambda: CompositionEncoder(hidden_dims=(8,), **TINY),
-        "dos": lambda: DOSEncoder(n_points=32, **TINY),
-        "charge_density": lambda: ChargeDensityEncoder(channels=(2,), **TINY),
-        "text": lambda: TextEncoder(hidden_dims=(8,), **TINY),
-    }
-    return makers[kind]().set_params(**overrides)
+#: the shared tiny encoders (see _helpers.py), trained with this module's settings
+tiny_encoder = functools.partial(_helpers.tiny_encoder, **TINY)
 
 
 def tiny_aligner(kinds=("structure", "xrd", "composition"), **overrides):
-    params = dict(latent_dim=4, max_epochs=1, batch_size=8, validation_fraction=0.0, random_state=0)
-    params.update(overrides)
-    return MultiModalAligner(encoders=[(k, tiny_encoder(k)) for k in kinds], **params)
+    return _helpers.tiny_aligner(kinds, **{"latent_dim": 4, "batch_size": 8, **overrides})
 
 
 # -- data -----------------------------------------------------------------------------------------

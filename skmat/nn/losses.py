@@ -599,7 +599,7 @@ class ContrastiveLoss(nn.Module):
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            from skmat.distributed import gather_views
+            from skmat.nn.distributed import gather_views
 
             embeddings, present = gather_views(embeddings, present)
         return LOSSES[self.loss](
