@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import pytest
 
+from _helpers import amcsd_subset
+
 from skmat.datasets import fetch_amcsd
 from skmat.datasets._amcsd import bundled_database
 from skmat.exceptions import DataNotFoundError, InvalidInputError
@@ -38,15 +40,8 @@ def _sha1(path) -> str:
 
 @pytest.fixture(scope="module")
 def subset_db(tmp_path_factory):
-    """A copy of the bundled database holding only the entries of SUBSET (real rows, deleted around)."""
     path = tmp_path_factory.mktemp("amcsd") / "amcsd_subset.db"
-    shutil.copy(bundled_database(), path)
-    with sqlite3.connect(path) as connection:
-        keep = ",".join(str(i) for i in SUBSET)
-        connection.execute(f"DELETE FROM cif WHERE id NOT IN ({keep})")
-        connection.execute(f"DELETE FROM cif_elements WHERE CAST(cif_id AS INTEGER) NOT IN ({keep})")
-    with sqlite3.connect(path) as connection:
-        connection.execute("VACUUM")
+    amcsd_subset(path, SUBSET)
     return path
 
 
