@@ -368,3 +368,68 @@ def check_texts(values: Sequence[Any], labels: Sequence[Any], *, view: str = "te
             raise InvalidInputError(
                 "text is empty or whitespace only; use None for a missing text view", row=label, view=view
             )
+
+
+def image_cells(
+    cells: Sequence[Any], labels: Sequence[Any], *, shape: tuple[int, int, int] | None = None, view: str = "image"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Present mask and the float32 ``(n_present, C, H, W)`` stack of an image view's cells.
+
+    A cell is ``None``/NaN (a missing view), a ``(C, H, W)`` array, an ``(H, W)`` array (one
+    channel) or, when *shape* is given, a flat array of ``C * H * W`` pixels (a row of
+    :class:`~skmat.features.DiffractionImage`'s output). Every present cell must have *shape*
+    (or, with ``shape=None``, the shape of the first present cell) and finite pixels; the
+    error names the first row that does not.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> present, images = image_cells([np.zeros((2, 4, 4)), None], ["mp-1", "mp-2"])
+    >>> present.tolist(), images.shape
+    ([True, False], (1, 2, 4, 4))
+    >>> image_cells([np.zeros(32), np.zeros(32)], ["mp-1", "mp-2"], shape=(2, 4, 4))[1].shape
+    (2, 2, 4, 4)
+    >>> image_cells([np.zeros((2, 4, 4)), np.zeros((2, 4, 5))], ["mp-1", "mp-2"])
+    Traceback (most recent call last):
+    ...
+    skmat.exceptions.InvalidInputError: row 'mp-2', view 'image': expected an image of shape (2, 4, 4) (channels, height, width), got shape (2, 4, 5)
+    """
+    present = np.zeros(len(cells), dtype=bool)
+    stack = []
+    expected = None if shape is None else tuple(int(s) for s in shape)
+    for i, (label, value) in enumerate(zip(labels, cells, strict=True)):
+        if is_missing(value):
+            continue
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read the image as numbers: {exc}", row=label, view=view) from exc
+        if array.ndim == 2:
+            array = array[None]
+        elif array.ndim == 1 and expected is not None and array.size == int(np.prod(expected)):
+            array = array.reshape(expected)
+        if array.ndim != 3 or (expected is not None and array.shape != expected):
+            wanted = f"of shape {expected}" if expected is not None else "(channels, height, width) or (height, width)"
+            raise InvalidInputError(
+                f"expected an image {wanted} (channels, height, width), got shape {array.shape}"
+                if expected is not None
+                else f"expected an image {wanted}, got shape {array.shape}",
+                row=label,
+                view=view,
+            )
+        if array.size == 0:
+            raise InvalidInputError(f"image has no pixels (shape {array.shape})", row=label, view=view)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            channel, y, x = np.argwhere(bad)[0]
+            raise InvalidInputError(
+                f"{int(bad.sum())} pixel(s) are NaN or inf (first at channel {channel}, row {y}, column {x})",
+                row=label,
+                view=view,
+            )
+        expected = array.shape
+        stack.append(array)
+        present[i] = True
+    if not stack:
+        return present, np.zeros((0, *(expected or (0, 0, 0))), dtype=np.float32)
+    return present, np.stack(stack)
