@@ -412,7 +412,7 @@ class DiffractionImage(BaseFeaturizer):
         return (len(self._axes()), int(self.size), int(self.size))
 
     def to_images(self, X: np.ndarray) -> np.ndarray:
-        """Reshape the output of :meth:`transform` into ``(n_samples, n_axes, size, size)``.
+        """Reshape the output of ``transform`` into ``(n_samples, n_axes, size, size)``.
 
         Parameters
         ----------
