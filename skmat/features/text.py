@@ -26,6 +26,27 @@ __all__ = ["StructureDescription"]
 
 MINERAL_MATCHING = ("aflow", "aflow+fingerprint")
 _NUMPY_SCALAR = re.compile(r"np\.(?:int|float|uint)\d*\(([^()]*)\)")
+_SHARING = "corner|edge|face"
+_MIXTURE = re.compile(rf"a mixture of ((?:\w+ )?)((?:{_SHARING})(?:, (?:{_SHARING}))*,? and (?:{_SHARING}))-sharing")
+
+
+def _sorted_mixture(match: re.Match) -> str:
+    items = sorted(re.findall(_SHARING, match.group(2)))
+    listed = " and ".join(items) if len(items) == 2 else ", ".join(items[:-1]) + ", and " + items[-1]
+    return f"a mixture of {match.group(1)}{listed}-sharing"  # group 1: "distorted " or nothing
+
+
+def _canonical_text(text: str) -> str:
+    """robocrys' text made the same in every process.
+
+    robocrys lists polyhedral connectivities in the order of a Python ``set`` of strings,
+    which changes with the process' hash seed ("edge, corner, and face-sharing" in one run,
+    "corner, edge, and face-sharing" in the next; 4 of 20 MP-20 descriptions differed between
+    two processes), so workers of one ``n_jobs`` run disagreed. They are sorted here. robocrys
+    also writes some numpy scalars with ``repr`` ("(np.int64(0), np.int64(0), np.int64(1))
+    direction"), written as plain numbers here.
+    """
+    return _MIXTURE.sub(_sorted_mixture, _NUMPY_SCALAR.sub(r"\1", text))
 
 
 class _Failure(NamedTuple):
@@ -50,10 +71,39 @@ def _robocrys(use_conventional_cell: bool, mineral_matching: str | None, symprec
         matcher: Any = False
     else:
         matcher = _fast_matcher(MineralMatcher, fingerprints=mineral_matching == "aflow+fingerprint")
-    condenser = StructureCondenser(
+    condenser = _condenser_class(StructureCondenser)(
         use_conventional_cell=use_conventional_cell, mineral_matcher=matcher, symprec=symprec
     )
     return condenser, StructureDescriber()
+
+
+def _condenser_class(base: type) -> type:
+    """robocrys' ``StructureCondenser`` with one molecule namer for all structures.
+
+    robocrys builds a ``MoleculeNamer`` for every structure, which reads its molecule table
+    from disk each time (0.5 s of CPU, ~40 % of a description once mineral matching is fast),
+    and which asks PubChem over the network for molecules not in that table. Here one offline
+    namer (``use_online_pubchem=False``) serves every structure, so a description never
+    depends on the network; robocrys' own table names the molecules.
+    """
+    import sys
+
+    from robocrys.condense.molecule import MoleculeNamer
+
+    namer = MoleculeNamer(use_online_pubchem=False)
+    module = sys.modules[base.__module__]
+
+    class SharedNamerCondenser(base):
+        def _condense_components(self, *args, **kwargs):
+            # robocrys looks MoleculeNamer up in its module when it condenses components
+            original = module.MoleculeNamer
+            module.MoleculeNamer = lambda *a, **k: namer
+            try:
+                return super()._condense_components(*args, **kwargs)
+            finally:
+                module.MoleculeNamer = original
+
+    return SharedNamerCondenser
 
 
 def _anonymous_key(composition) -> tuple:
@@ -141,9 +191,7 @@ def _describe_chunk(
             # an empty description would be a text view that says nothing: a failure
             out.append(_Failure("empty description"))
             continue
-        # robocrys formats some numpy scalars with repr(), which numpy 2 spells out:
-        # "oriented in the (np.int64(0), np.int64(0), np.int64(1)) direction"
-        out.append(_NUMPY_SCALAR.sub(r"\1", text))
+        out.append(_canonical_text(text))
     return out
 
 
@@ -207,29 +255,37 @@ class StructureDescription(BaseFeaturizer):
 
     Notes
     -----
-    robocrys' own mineral matcher runs ``StructureMatcher.fit_anonymous`` against each of its
-    180 named AFLOW prototypes, reducing both cells first, and again with molecules replaced by
-    atoms when nothing matched; that was two thirds of its cost. Here only the prototypes whose
-    reduced formula is a permutation of the structure's are compared (no other can match), which
-    gives the same text. CPU seconds per structure (robocrys 0.2.13, 20 random MP-20 val
-    structures, seed 0; minerals named / texts identical to plain robocrys, out of 20):
+    Where robocrys' time went, and what is changed here (its text is kept):
 
-    ===========================================  ======  =====  =======  =========
-    setting                                      median  max    named    identical
-    ===========================================  ======  =====  =======  =========
-    plain robocrys (``StructureCondenser()``)    3.05    5.42   6        20
-    ``"aflow+fingerprint"`` (default)            1.25    3.25   6        20
-    ``mineral_matching="aflow"``                 1.08    2.72   2        16
-    ``mineral_matching=None``                    1.19    2.60   0        14
-    ``use_conventional_cell=False``, ``None``    0.88    1.68   0        13
-    ===========================================  ======  =====  =======  =========
+    * Its mineral matcher runs ``StructureMatcher.fit_anonymous`` against each of its 180
+      named AFLOW prototypes, reducing both cells first, and again with molecules replaced by
+      atoms when nothing matched: two thirds of its cost. Only prototypes whose reduced formula
+      is a permutation of the structure's can match, so only those are compared.
+    * It builds a ``MoleculeNamer`` for every structure, which reads its molecule table from
+      disk (0.5 s of CPU) and may ask PubChem over the network; one offline namer is shared.
+    * It lists polyhedral connectivities in ``set`` order, which changes with the process'
+      hash seed (4 of 20 texts differed between two processes); they are sorted, so workers and
+      reruns agree (20 of 20 identical across two hash seeds).
 
-    ``"aflow"`` loses the approximate names ("-derived", "-like", 4 of 20 rows) for ~15 %;
-    ``None`` loses the exact ones too for no further gain (the two differ by timing noise).
-    What remains is robocrys' description itself: ``CrystalNN`` bonding and the site,
-    polyhedra and connectivity analysis. At the default, MP-20 val (9,047 structures) takes
-    about 3 core-hours instead of 7.5. Disordered structures (partial occupancies) fail in
-    robocrys ("no majority species"): use ``errors="skip"``.
+    CPU seconds per structure (robocrys 0.2.13, 20 random MP-20 val structures, seed 0, on a
+    loaded 2-core machine; "named": descriptions that name a mineral/prototype):
+
+    ============================================  ======  =====  =====
+    setting                                       median  max    named
+    ============================================  ======  =====  =====
+    plain robocrys (``StructureCondenser()``)     3.05    5.42   6
+    ``"aflow+fingerprint"`` (default)             0.85    3.14   6
+    ``mineral_matching="aflow"``                  0.73    2.26   2
+    ``mineral_matching=None``                     0.54    2.31   0
+    ``None`` and ``use_conventional_cell=False``  0.52    1.39   0
+    ============================================  ======  =====  =====
+
+    ``"aflow"`` loses the approximate names ("-derived", "-like", 4 of 20 rows); ``None``
+    loses the exact ones too; the primitive cell saves little and changed one text (a sheet
+    count). What remains is robocrys' description itself: ``CrystalNN`` bonding, site
+    fingerprints, and the site, polyhedra and connectivity analysis. At the default, MP-20 val
+    (9,047 structures) takes about 2 core-hours instead of 7.7. Disordered structures
+    (partial occupancies) fail in robocrys ("no majority species"): use ``errors="skip"``.
 
     References
     ----------
