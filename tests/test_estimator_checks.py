@@ -31,7 +31,13 @@ from sklearn.utils.estimator_checks import estimator_checks_generator, parametri
 from _helpers import tiny_aligner, tiny_encoder
 from skmat import MultiModalAligner
 from skmat.datasets import fetch_multimat_sample, load_prototypes
-from skmat.features import CompositionFeatures, CrystalGraph, XRDPattern
+from skmat.features import (
+    CompositionFeatures,
+    CrystalGraph,
+    DiffractionImage,
+    StructureDescription,
+    XRDPattern,
+)
 from skmat.features.spectra import DOSResampler
 from skmat.supervised import MultiModalClassifier, MultiModalRegressor
 
@@ -60,6 +66,8 @@ def public_estimators() -> list:
         CompositionFeatures(),
         CrystalGraph(max_neighbors=6),
         DOSResampler(n_points=16),
+        DiffractionImage(zone_axes=[(0, 0, 1), (1, 1, 0)], size=8),
+        StructureDescription(mineral_matching=None),
     ]
 
 
@@ -191,7 +199,7 @@ def expected_failed_checks(estimator) -> dict[str, str]:
         kind = "classifier" if name == "MultiModalClassifier" else "regressor"
         failures = {k: v for k, v in failures.items() if not k.startswith("check_transformer")}
         failures.update({check: PREDICTOR_REDONE for check in PREDICTOR_CHECKS if kind in check or "_y_" in check})
-    elif name in ("XRDPattern", "CompositionFeatures", "CrystalGraph"):
+    elif name in ("XRDPattern", "CompositionFeatures", "CrystalGraph", "DiffractionImage", "StructureDescription"):
         failures["check_fit1d"] = STATELESS_FIT1D
         failures["check_transformers_unfitted_stateless"] = NOT_A_MATRIX
     return failures
@@ -258,6 +266,8 @@ def materials(data_home):
         "dos": rows("dos"),
         "charge_density": rows("charge_density"),
         "text": rows("text"),
+        # robocrys takes ~1 s per structure: StructureDescription gets 4 of the crystals
+        "few_structures": (frame[["structure"]].iloc[:4], None),
     }
 
 
@@ -267,6 +277,7 @@ INPUT_OF = {
     "ChargeDensityEncoder": "charge_density",
     "TextEncoder": "text",
     "MultiModalClassifier": "crystal_system",
+    "StructureDescription": "few_structures",
 }
 PREDICTORS = {"MultiModalRegressor", "MultiModalClassifier"}  # predict, no transform
 SUPERVISED = {

@@ -3,6 +3,8 @@
 * :class:`XRDPattern` — powder X-ray diffraction on a fixed 2θ grid.
 * :class:`CompositionFeatures` — Magpie element-property statistics.
 * :class:`CrystalGraph` — periodic neighbour graphs (:class:`CrystalGraphData`).
+* :class:`StructureDescription` — English descriptions by robocrystallographer (the text view).
+* :class:`DiffractionImage` — electron diffraction (SAED) spot patterns as images (the image view).
 
 All are stateless scikit-learn transformers with ``n_jobs``, ``verbose`` and ``memory``.
 """
@@ -17,6 +19,8 @@ _LAZY = {
     "CompositionFeatures": "skmat.features.composition",
     "CrystalGraph": "skmat.features.graph",
     "CrystalGraphData": "skmat.features.graph",
+    "StructureDescription": "skmat.features.text",
+    "DiffractionImage": "skmat.features.saed",
 }
 
 __all__ = sorted(_LAZY)
