@@ -37,7 +37,7 @@ from skmat.exceptions import DataNotFoundError, InvalidInputError
 __all__ = ["fetch_amcsd"]
 
 #: Version of the parsing rules; a change invalidates caches written by older rules.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _CACHE_FOLDER = "amcsd"
 _REQUIRED_TABLES = {"cif", "minerals", "spacegroups", "cif_elements"}
 #: Elements that no mineral holds as a site species: when pymatgen reads one of these from an
@@ -193,9 +193,13 @@ def _parse_entries(rows: list[tuple]) -> list:
             continue
         try:
             structure = parse_cif(text, label=cif_id, view="structure")
-            check_structure(structure, label=cif_id, view="structure")
         except InvalidInputError as exc:
             out.append(f"unreadable CIF: {exc.reason[:120]}")
+            continue
+        try:
+            check_structure(structure, label=cif_id, view="structure")
+        except InvalidInputError as exc:  # e.g. split sites read as two atoms closer than 0.5 Å
+            out.append(f"unusable structure: {exc.reason[:120]}")
             continue
         if any(getattr(element, "Z", 0) < 1 for element in structure.composition.elements):
             out.append("dummy species (a site label that names no element)")
