@@ -653,7 +653,7 @@ def refine_cell(
             parameters, lines, peaks, wavelength, n_low, refine_zero_shift, tolerance, max_iter
         )
         for p, z in zip(parameters, zero, strict=True):
-            metrics = _evaluate(p[None], z, crystal_system, centring, peaks, wavelength, tolerance, largest)
+            metrics = _evaluate(p[None], z, lines, peaks, wavelength, tolerance)
             found.append((*metrics, centring, p, z))
     if not found:
         raise InvalidInputError("the initial cell has no reflection below the last peak", view="xrd")
@@ -731,16 +731,14 @@ def _symmetrise_angles(cell: np.ndarray, system: str) -> np.ndarray:
 def _evaluate(
     parameters: np.ndarray,
     zero: float,
-    system: str,
-    centring: str,
+    lines: np.ndarray,
     peaks: np.ndarray,
     wavelength: float,
     tolerance: float,
-    largest: np.ndarray,
 ) -> tuple[float, float, float]:
-    """(fraction indexed, mean |Δ2θ| of the indexed peaks, de Wolff M) of one cell."""
+    """(fraction indexed, mean |Δ2θ| of the indexed peaks, de Wolff M) of one cell whose
+    allowed reflections have the basis rows *lines*."""
     q_obs = _q_of_two_theta(peaks - zero, wavelength)
-    lines = _lines(system, centring, q_obs[-1] * 1.05 + 1e-9, largest)
     if len(lines) == 0:
         return 0.0, float("inf"), 0.0
     q_calc = np.unique(parameters @ lines.T)
