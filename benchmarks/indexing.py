@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test", type=Path, default=None, help="CDVAE-schema CSV (default: 20%% of train)")
     parser.add_argument("--n-test", type=int, default=None, help="subsample the test rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--systems", nargs="+", default=None, help="keep only test rows of these crystal systems")
     parser.add_argument("--mode", choices=["oracle", "realistic"], default="oracle")
     parser.add_argument("--hgb-iter", type=int, default=300, help="boosting rounds of the realistic predictor")
     parser.add_argument("--xrd-pca", type=int, default=32, help="XRD principal components fed to the trees")
@@ -77,6 +78,8 @@ def load_split(args):
     ns = argparse.Namespace(train=args.train, test=args.test, data_home=args.data_home, seed=args.seed,
                             n_train=None, n_test=args.n_test)
     train, test, _ = load_data(ns)
+    if args.systems:
+        test = test[test["crystal_system"].astype(str).isin(args.systems)].reset_index(drop=True)
     return train, test
 
 
