@@ -18,8 +18,9 @@ guess, and keeps the cell whose reflections reproduce the most peaks most closel
 
 The cell refined is the *conventional* cell of the crystal system (monoclinic with unique axis
 b, trigonal in hexagonal axes). Centring is a property of the lattice that the crystal system
-does not fix; :func:`refine_cell` tries the centrings the system allows and keeps the most
-restrictive one whose reflections still index the peaks (systematic absences are evidence).
+does not fix; :func:`refine_cell` refines under every centring the system allows and, among
+the cells that index the most peaks, keeps the one with the best de Wolff figure of merit, so
+that a centred lattice wins when its systematic absences are borne out by the pattern.
 :func:`primitive_niggli` turns the result into the Niggli-reduced primitive cell, which is
 the cell MP-20 and most databases store.
 
