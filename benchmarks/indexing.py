@@ -298,7 +298,11 @@ def run_realistic(args) -> dict:
         if not fits:
             continue
         _, _, fit = max(fits, key=lambda f: (f[0], f[1]))
-        primitive = primitive_niggli(fit.cell, fit.centring)
+        try:
+            primitive = primitive_niggli(fit.cell, fit.centring)
+        except ValueError as exc:
+            reasons[str(exc)[:60]] = reasons.get(str(exc)[:60], 0) + 1
+            continue
         n_hat = estimate_atoms(Lattice.from_parameters(*primitive).volume, test["composition"].iloc[row], volumes)
         if n_hat < 1:
             continue

@@ -146,6 +146,9 @@ def test_refine_cell_refuses_bad_input(one_per_system):
         refine_cell(peaks, "tetragonal", cell, centrings="F")
     with pytest.raises(InvalidInputError, match="unknown centring"):
         primitive_niggli(cell, "X")
+    # angles that cannot close (alpha + beta < gamma) make no cell
+    with pytest.raises(InvalidInputError, match="is flat"):
+        primitive_niggli([4.0, 5.0, 6.0, 40.0, 40.0, 100.0], "P")
 
 
 def test_atoms_in_cell_from_volume_and_composition(mp20_val_rows):

@@ -659,9 +659,10 @@ def refine_cell(
             ])
             parameters = parameters[np.argsort(-score, kind="stable")[:n_candidates]]
         parameters, zero = _refine_candidates(
-            parameters, lines, peaks, wavelength, n_low, refine_zero_shift, tolerance, max_iter
+            parameters, crystal_system, lines, peaks, wavelength, n_low, refine_zero_shift, tolerance, max_iter
         )
-        for p, z in zip(parameters, zero, strict=True):
+        proper = _proper_cells(parameters, crystal_system)
+        for p, z in zip(parameters[proper], zero[proper], strict=True):
             metrics = _evaluate(p[None], z, lines, peaks, wavelength, tolerance)
             found.append((*metrics, centring, p, z))
     if not found:
@@ -690,8 +691,20 @@ def refine_cell(
     )
 
 
+def _proper_cells(parameters: np.ndarray, system: str) -> np.ndarray:
+    """Rows of *parameters* whose reciprocal metric is that of a real, not nearly flat, cell."""
+    finite = np.all(np.isfinite(parameters), axis=1)
+    proper = np.zeros(len(parameters), dtype=bool)
+    if finite.any():
+        eigenvalues = np.linalg.eigvalsh(_metric_of_parameters(parameters[finite], system))
+        # positive definite, and no direction 10^4 times shorter than another (a flat cell)
+        proper[finite] = (eigenvalues[:, 0] > 0) & (eigenvalues[:, 0] > 1e-8 * eigenvalues[:, -1])
+    return proper
+
+
 def _refine_candidates(
     parameters: np.ndarray,
+    system: str,
     lines: np.ndarray,
     peaks: np.ndarray,
     wavelength: float,
@@ -711,7 +724,7 @@ def _refine_candidates(
         new_parameters, new_zero, residual = _solve(
             parameters, zero, lines, peaks, wavelength, n_use, refine_zero, scale
         )
-        bad = ~np.all(np.isfinite(new_parameters), axis=1) | np.any(new_parameters[:, :3] <= 0, axis=1)
+        bad = ~_proper_cells(new_parameters, system)
         new_parameters[bad], new_zero[bad] = parameters[bad], zero[bad]
         state = np.round(np.abs(residual), 3)
         parameters, zero = new_parameters, new_zero
@@ -794,9 +807,18 @@ def primitive_niggli(cell: Any, centring: str) -> np.ndarray:
 
     if centring not in _TO_PRIMITIVE:
         raise InvalidInputError(f"unknown centring {centring!r}; known: {sorted(_TO_PRIMITIVE)}")
-    conventional = Lattice.from_parameters(*np.asarray(cell, dtype=float).ravel())
+    cell = np.asarray(cell, dtype=float).ravel()
+    if cell.shape != (6,) or not np.all(np.isfinite(cell)) or not np.all(cell[:3] > 0):
+        raise InvalidInputError(f"a cell is 6 finite numbers with positive lengths, got {cell}")
+    eigenvalues = np.linalg.eigvalsh(_direct_metric(cell[None])[0])
+    if not (eigenvalues[0] > 1e-8 * eigenvalues[-1]):
+        raise InvalidInputError(f"the cell {np.round(cell, 4).tolist()} is flat (its angles do not close)")
+    conventional = Lattice.from_parameters(*cell)
     primitive = Lattice(_TO_PRIMITIVE[centring] @ conventional.matrix)
-    reduced = primitive.get_niggli_reduced_lattice()
+    try:
+        reduced = primitive.get_niggli_reduced_lattice()
+    except (ValueError, OverflowError, ArithmeticError) as exc:
+        raise InvalidInputError(f"the cell {np.round(cell, 4).tolist()} has no Niggli reduction: {exc}") from None
     return np.array([*reduced.abc, *reduced.angles])
 
 
