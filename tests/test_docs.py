@@ -44,9 +44,9 @@ def test_api_page_lists_every_aligner_parameter(site):
 
 
 def test_every_public_module_has_api_pages(site):
-    for module in ["datasets", "features", "features.augment", "features.measured", "encoders", "align", "retrieval",
-                   "plotting", "inverse_design", "persist", "distributed", "exceptions", "nn.losses", "nn.gnn",
-                   "nn.distributed"]:
+    for module in ["datasets", "features", "features.augment", "features.measured", "features.indexing",
+                   "features.matching", "encoders", "align", "retrieval", "plotting", "inverse_design", "persist",
+                   "distributed", "exceptions", "nn.losses", "nn.gnn", "nn.distributed"]:
         assert list((site / "generated").glob(f"skmat.{module}.*.html")), f"no API page for skmat.{module}"
 
 
