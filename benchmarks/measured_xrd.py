@@ -150,6 +150,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--amcsd-database", type=Path, default=None, help="AMCSD SQLite file (default larixite's)")
     parser.add_argument("--cache-home", type=Path, default=None, help="where parsed AMCSD cells are cached")
     parser.add_argument("--figure", type=Path, default=None, help="write the confusion matrices here (PNG)")
+    parser.add_argument(
+        "--class-balance", type=float, default=0.0,
+        help="mineral rows: repeat rows of class c (n_largest / n_c) ** this many times (0: off, 1: flat)",
+    )
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--verbose", type=int, default=0, help="1 prints skorch's epoch log")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -236,6 +240,18 @@ def nearest_reference_row(measured, references, systems, space_groups, y_measure
         "space_group_top5": float(np.mean([t in g for g, t in zip(top_groups, sg_measured, strict=True)])),
         "best_cosine_median": float(np.median(cosine.max(axis=1))),
     }
+
+
+def rebalanced(patterns, labels, exponent: float):
+    """Rows of rarer classes repeated ``round((n_largest / n_class) ** exponent)`` times.
+
+    Minerals and MP-20 hold few triclinic and monoclinic crystals while measured sets hold many;
+    repeating their (already augmented, so varied) patterns weights them up in the loss.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    repeats = dict(zip(classes, np.maximum(1, np.round((counts.max() / counts) ** exponent)).astype(int), strict=True))
+    rows = np.repeat(np.arange(len(labels)), [repeats[label] for label in labels])
+    return patterns[rows], labels[rows]
 
 
 def confusion(y_true, y_pred) -> dict:
@@ -407,6 +423,9 @@ def run(args: argparse.Namespace) -> dict:
             else:
                 labels = np.repeat(np.r_[y_train[keep_mp20], mineral_systems[keep_minerals]], copies)
             row |= {"mp20_structures": int(keep_mp20.sum()), "amcsd_structures": int(keep_minerals.sum())}
+            if args.class_balance and not space_group_labels:
+                patterns, labels = rebalanced(patterns, labels, args.class_balance)
+                row["class_balance"] = args.class_balance
         patterns = remove_background(patterns, method)
         encoder = XRDEncoder(
             # every epoch, no early stopping: the validation cross-entropy rises while accuracy still
