@@ -141,6 +141,13 @@ print(float(np.abs(values - np.array(check["values"])).max()))
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-4
 
 
+def test_identify_is_also_a_top_level_name():
+    import skmat
+    import skmat.pretrained
+
+    assert skmat.identify is skmat.pretrained.identify
+
+
 def test_unknown_model_name_lists_the_available_ones():
     with pytest.raises(UnknownModelError, match="available: .*xrd-composition"):
         load("xrd-compositon")

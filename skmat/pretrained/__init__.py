@@ -7,7 +7,7 @@ reproduced by ``python scripts/train_pretrained.py NAME`` of the source checkout
 
 * ``xrd-composition``: a :class:`~skmat.supervised.MultiModalClassifier` of the crystal system
   from a powder pattern and, when known, the composition, with the lattice as an auxiliary
-  output (:meth:`~skmat.supervised.MultiModalClassifier.predict_auxiliary`);
+  output (its ``predict_auxiliary``);
 * ``structure-xrd-composition``: a :class:`~skmat.align.MultiModalAligner` of structure, XRD
   and composition, with the reference index that :func:`identify` searches.
 """
