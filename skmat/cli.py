@@ -43,11 +43,12 @@ def _demo(args: argparse.Namespace) -> int:
     print("      each measured once in simulation: XRDAugmenter draws noise, background, zero shift,")
     print("      sample displacement, strain, peak broadening, preferred orientation and Kα2")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # spglib notices on near-symmetric cells
+        # spglib notices on near-symmetric cells; pymatgen's note that He has no electronegativity
+        warnings.simplefilter("ignore")
         augmenter = XRDAugmenter(random_state=args.seed).fit(structures)
         patterns = augmenter.transform(structures)
+        names = [f"{s.composition.reduced_formula} ({label})" for s, label in zip(structures, frame["material_id"], strict=True)]
     grid = augmenter.two_theta_grid()
-    names = [f"{s.composition.reduced_formula} ({label})" for s, label in zip(structures, frame["material_id"], strict=True)]
     answers = identify([MeasuredPattern(grid, p, None, name, {}) for p, name in zip(patterns, names, strict=True)], top=5)
     truth_system = frame["crystal_system"].astype(str).to_numpy()
     truth_id = ("proto-" + frame["material_id"].astype(str)).to_numpy()
