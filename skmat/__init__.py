@@ -30,6 +30,8 @@ _LAZY = {
     "XRDPattern": "skmat.features",
     "CompositionFeatures": "skmat.features",
     "CrystalGraph": "skmat.features",
+    # what crystal is this measured pattern? (the pretrained models)
+    "identify": "skmat.pretrained",
 }
 
 __all__ = ["__version__", "InvalidInputError", "SkmatError", *sorted(_LAZY)]
@@ -38,7 +40,7 @@ __all__ = ["__version__", "InvalidInputError", "SkmatError", *sorted(_LAZY)]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in {"datasets", "features", "nn", "retrieval", "plotting", "persist", "supervised"}:
+    if name in {"datasets", "features", "nn", "retrieval", "plotting", "persist", "supervised", "pretrained"}:
         return importlib.import_module(f"skmat.{name}")
     raise AttributeError(f"module 'skmat' has no attribute {name!r}")
 

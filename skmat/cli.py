@@ -1,8 +1,9 @@
-"""The ``skmat`` command: ``demo``, ``info``, ``embed``, ``benchmark``.
+"""The ``skmat`` command: ``identify``, ``demo``, ``info``, ``embed``, ``benchmark``.
 
 Exit codes: 0 success, 1 the job failed (one line on stderr; ``SKMAT_DEBUG=1`` adds the
-traceback), 2 bad command-line usage (argparse's own, a missing input path, an unknown
-benchmark).
+traceback; for ``identify`` also a pattern it cannot read or use, an unknown model, a model
+file from another skmat version), 2 bad command-line usage (argparse's own, a missing input
+path, an unknown benchmark).
 """
 
 from __future__ import annotations
@@ -22,6 +23,66 @@ class UsageError(Exception):
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Identify simulated measurements of real structures with the shipped models, offline."""
+    if args.align:
+        return _demo_align(args)
+    import warnings
+
+    import numpy as np
+
+    start = time.perf_counter()
+    from skmat.datasets import load_prototypes
+    from skmat.features.augment import XRDAugmenter
+    from skmat.pretrained import MeasuredPattern, identify, model_card
+
+    frame = load_prototypes().frame
+    if args.n is not None:
+        frame = frame.sample(n=min(args.n, len(frame)), random_state=args.seed)
+    structures = list(frame["structure"])
+    print(f"data: {len(frame)} real structures shipped with pymatgen (AFLOW prototypes + test structures)")
+    print("      each measured once in simulation: XRDAugmenter draws noise, background, zero shift,")
+    print("      sample displacement, strain, peak broadening, preferred orientation and Kα2")
+    with warnings.catch_warnings():
+        # spglib notices on near-symmetric cells; pymatgen's note that He has no electronegativity
+        warnings.simplefilter("ignore")
+        augmenter = XRDAugmenter(random_state=args.seed).fit(structures)
+        patterns = augmenter.transform(structures)
+        names = [f"{s.composition.reduced_formula} ({label})" for s, label in zip(structures, frame["material_id"], strict=True)]
+    grid = augmenter.two_theta_grid()
+    answers = identify([MeasuredPattern(grid, p, None, name, {}) for p, name in zip(patterns, names, strict=True)], top=5)
+    truth_system = frame["crystal_system"].astype(str).to_numpy()
+    truth_id = ("proto-" + frame["material_id"].astype(str)).to_numpy()
+    system_top1 = np.mean([a.crystal_system == t for a, t in zip(answers, truth_system, strict=True)])
+    system_top2 = np.mean([t in list(a.probabilities)[:2] for a, t in zip(answers, truth_system, strict=True)])
+    match_system = np.mean([a.matches[0]["crystal_system"] == t for a, t in zip(answers, truth_system, strict=True)])
+    found = [[m["id"] for m in a.matches] for a in answers]
+    top1 = np.mean([ids[0] == t for ids, t in zip(found, truth_id, strict=True)])
+    top5 = np.mean([t in ids for ids, t in zip(found, truth_id, strict=True)])
+    card = model_card("xrd-composition")
+    n_index = answers[0].n_references
+    if card.get("placeholder"):
+        print("note: the shipped models are development placeholders (see their model cards)")
+    print(f"identified {len(answers)} patterns with the shipped models (XRD alone, no composition):")
+    print(f"  crystal system, classifier:            top-1 {system_top1:6.1%}   top-2 {system_top2:6.1%}   "
+          f"(most frequent class: {np.mean(truth_system == _mode(truth_system)):.1%})")
+    print(f"  crystal system of the best match:      top-1 {match_system:6.1%}")
+    print(f"  right structure among {n_index} references: top-1 {top1:6.1%}   top-5 {top5:6.1%}   "
+          f"(chance: {1 / n_index:.2%}, {5 / n_index:.2%})")
+    example = answers[int(np.flatnonzero([ids[0] == t for ids, t in zip(found, truth_id, strict=True)])[0])] if top1 > 0 else answers[0]
+    print("one of them, as `skmat identify` prints it:")
+    print("  " + example.summary().replace("\n", "\n  "))
+    print(f"done in {time.perf_counter() - start:.1f} s  (align the views yourself: skmat demo --align)")
+    return 0
+
+
+def _mode(values):
+    import numpy as np
+
+    names, counts = np.unique(values, return_counts=True)
+    return names[counts.argmax()]
+
+
+def _demo_align(args: argparse.Namespace) -> int:
     """Align structure, XRD and composition of pymatgen's bundled prototypes, offline."""
     import numpy as np
     from sklearn.linear_model import RidgeCV
@@ -162,6 +223,44 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identify(args: argparse.Namespace) -> int:
+    """Identify measured powder patterns with the pretrained models (offline)."""
+    import json
+
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.wavelength is not None and not args.wavelength > 0:
+        raise UsageError(f"--wavelength must be a positive number of Å, got {args.wavelength:g}")
+    for name in args.pattern:
+        if not Path(name).is_file():
+            raise UsageError(f"PATTERN {name} is not a file")
+    for target in (args.json, args.plot):
+        if target is not None and not Path(target).resolve().parent.is_dir():
+            raise UsageError(f"cannot write {target}: folder {Path(target).resolve().parent} does not exist")
+    from skmat.pretrained import identify, plot_identification
+    from skmat.pretrained._registry import model_card
+
+    card = model_card(args.model)
+    if not card.get("classes"):
+        raise UsageError(f"--model {args.model} is not a classifier (it predicts no crystal system)")
+    answers = identify(
+        args.pattern, wavelength=args.wavelength, composition=args.composition, top=args.top, model=args.model
+    )
+    if card.get("placeholder"):
+        print(f"note: model {args.model!r} is a development placeholder (see its model card); treat answers as a demo")
+    for answer in answers:
+        print(answer.summary())
+    if args.json is not None:
+        data = [a.to_dict() for a in answers]
+        Path(args.json).write_text(json.dumps(data[0] if len(data) == 1 else data, indent=1) + "\n", encoding="utf-8")
+    if args.plot is not None:
+        plot = Path(args.plot)
+        for i, answer in enumerate(answers):
+            target = plot if len(answers) == 1 else plot.with_name(f"{plot.stem}-{i + 1}{plot.suffix}")
+            plot_identification(answer, target)
+    return 0
+
+
 def available_benchmarks() -> list[str]:
     folder = REPO / "benchmarks"
     return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
@@ -187,10 +286,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skmat", description="Multi-view materials embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="align structure, XRD and composition on offline data")
-    demo.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    identify = sub.add_parser(
+        "identify",
+        help="what crystal is this measured powder pattern? (pretrained models, offline)",
+        description="Crystal-system probabilities, predicted lattice and the most similar reference "
+        "structures of measured powder XRD patterns, from skmat's pretrained models.",
+    )
+    identify.add_argument(
+        "pattern", metavar="PATTERN", nargs="+",
+        help="two-column .xy/.xye/.csv file (2θ in degrees, intensity) or a RRUFF powder .txt",
+    )
+    identify.add_argument(
+        "--wavelength", type=float, default=None, metavar="Å",
+        help="wavelength of the measurement (default: the file header's, else Cu Kα 1.5418 Å)",
+    )
+    identify.add_argument("--composition", default=None, metavar="FORMULA", help="chemical formula of the sample")
+    identify.add_argument("--top", type=int, default=5, metavar="K", help="similar references listed (default 5)")
+    identify.add_argument("--json", default=None, metavar="OUT", help="write the answer as JSON")
+    identify.add_argument("--plot", default=None, metavar="OUT.png", help="measured pattern over the best match's")
+    identify.add_argument("--model", default="xrd-composition", metavar="NAME", help="pretrained classifier (default xrd-composition)")
+    identify.set_defaults(func=_identify)
+
+    demo = sub.add_parser("demo", help="identify simulated measurements of real structures, offline")
+    demo.add_argument("--align", action="store_true", help="the alignment demo: train an aligner on prototypes")
+    demo.add_argument("--n", type=int, default=None, help="identify this many structures (default all)")
+    demo.add_argument("--epochs", type=int, default=15, help="with --align: training epochs (default 15)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--verbose", type=int, default=0, help="1 shows the training log")
+    demo.add_argument("--verbose", type=int, default=0, help="with --align: 1 shows the training log")
     demo.set_defaults(func=_demo)
 
     info = sub.add_parser("info", help="versions, device and data home")

@@ -52,6 +52,8 @@ ALLOWED_CLASSES = {
             "TextEncoder",
         )
     },
+    # an XRDEncoder's ``augment`` setting: a recipe of training draws, data only
+    "skmat.features.augment.XRDAugmenter": ("skmat.features.augment", "XRDAugmenter"),
 }
 
 # numpy dtypes a model file may hold (kinds: bool, signed, unsigned, float, unicode, object-of-str)
