@@ -187,6 +187,23 @@ def test_text_embedding_of_another_size_is_refused(multimat, text_frame):
     assert info.value.row == 0 and info.value.view == "text"
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t "])
+def test_empty_or_whitespace_text_is_refused_naming_the_row(text_frame, blank):
+    X, band_gap = text_frame
+    texts = list(X["text"])
+    bad = X.assign(text=texts[:2] + [blank] + texts[3:])
+    bad.index = [f"m{i}" for i in range(len(bad))]
+    # at fit: an empty string would be embedded as if it were a description
+    with pytest.raises(InvalidInputError, match="empty or whitespace") as info:
+        tiny("text").fit(bad, band_gap)
+    assert (info.value.row, info.value.view) == ("m2", "text")
+    # at transform too; None in the same cell is a missing view, not an error
+    encoder = tiny("text").fit(X, band_gap)
+    with pytest.raises(InvalidInputError, match="empty or whitespace") as info:
+        encoder.transform(bad)
+    assert info.value.row == "m2"
+
+
 # -- learning -----------------------------------------------------------------------------------
 def test_training_loss_falls_on_a_learnable_target(mp20_compositions):
     # formation energy is largely set by composition (what Magpie features were made for)
