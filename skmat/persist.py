@@ -50,6 +50,7 @@ ALLOWED_CLASSES = {
             "DOSEncoder",
             "ChargeDensityEncoder",
             "TextEncoder",
+            "ImageEncoder",
         )
     },
 }

@@ -1,4 +1,4 @@
-"""The six single-view encoders used on their own, on real materials data.
+"""The seven single-view encoders used on their own, on real materials data.
 
 Structures come from pymatgen's bundled prototypes and MP-20; DOS, charge density and MatBERT
 text embeddings from the MultiMat sample; raw text goes through sentence-transformers (the
@@ -91,7 +91,7 @@ def text_frame():
 
 def data_for(kind, prototypes, mp20_compositions, multimat):
     """(encoder kind, X, float target, label target) on real data for that view."""
-    if kind in ("structure", "xrd"):
+    if kind in ("structure", "xrd", "image"):
         return prototypes
     if kind == "composition":
         X, energy, system = mp20_compositions
@@ -99,7 +99,7 @@ def data_for(kind, prototypes, mp20_compositions, multimat):
     return multimat_rows(multimat, kind)
 
 
-KINDS = ["structure", "xrd", "composition", "dos", "charge_density", "text"]
+KINDS = ["structure", "xrd", "composition", "dos", "charge_density", "text", "image"]
 
 
 # -- standalone regression and classification ---------------------------------------------------
