@@ -27,6 +27,7 @@ _LAZY = {
     "DOSEncoder": "skmat.encoders",
     "ChargeDensityEncoder": "skmat.encoders",
     "TextEncoder": "skmat.encoders",
+    "ImageEncoder": "skmat.encoders",
     "XRDPattern": "skmat.features",
     "CompositionFeatures": "skmat.features",
     "CrystalGraph": "skmat.features",

@@ -50,6 +50,7 @@ ALLOWED_CLASSES = {
             "DOSEncoder",
             "ChargeDensityEncoder",
             "TextEncoder",
+            "ImageEncoder",
         )
     },
     # an XRDEncoder's ``augment`` setting: a recipe of training draws, data only

@@ -16,6 +16,7 @@ from skmat.encoders import (
     ChargeDensityEncoder,
     CompositionEncoder,
     DOSEncoder,
+    ImageEncoder,
     StructureEncoder,
     TextEncoder,
     XRDEncoder,
@@ -29,6 +30,7 @@ TINY_ENCODERS: dict[str, tuple[type, dict[str, Any]]] = {
     "dos": (DOSEncoder, dict(n_points=64)),
     "charge_density": (ChargeDensityEncoder, dict(channels=(4, 8))),
     "text": (TextEncoder, dict(hidden_dims=(16,))),
+    "image": (ImageEncoder, dict(channels=(4, 8), size=16, pooled_size=2)),
 }
 
 #: an aligner's settings for one quick, reproducible epoch

@@ -1,4 +1,4 @@
-"""The six single-view encoders used on their own, on real materials data.
+"""The seven single-view encoders used on their own, on real materials data.
 
 Structures come from pymatgen's bundled prototypes and MP-20; DOS, charge density and MatBERT
 text embeddings from the MultiMat sample; raw text goes through sentence-transformers (the
@@ -91,7 +91,7 @@ def text_frame():
 
 def data_for(kind, prototypes, mp20_compositions, multimat):
     """(encoder kind, X, float target, label target) on real data for that view."""
-    if kind in ("structure", "xrd"):
+    if kind in ("structure", "xrd", "image"):
         return prototypes
     if kind == "composition":
         X, energy, system = mp20_compositions
@@ -99,7 +99,7 @@ def data_for(kind, prototypes, mp20_compositions, multimat):
     return multimat_rows(multimat, kind)
 
 
-KINDS = ["structure", "xrd", "composition", "dos", "charge_density", "text"]
+KINDS = ["structure", "xrd", "composition", "dos", "charge_density", "text", "image"]
 
 
 # -- standalone regression and classification ---------------------------------------------------
@@ -185,6 +185,23 @@ def test_text_embedding_of_another_size_is_refused(multimat, text_frame):
     with pytest.raises(InvalidInputError) as info:
         encoder.transform(text_frame[0])  # 384-d MiniLM vectors
     assert info.value.row == 0 and info.value.view == "text"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t "])
+def test_empty_or_whitespace_text_is_refused_naming_the_row(text_frame, blank):
+    X, band_gap = text_frame
+    texts = list(X["text"])
+    bad = X.assign(text=texts[:2] + [blank] + texts[3:])
+    bad.index = [f"m{i}" for i in range(len(bad))]
+    # at fit: an empty string would be embedded as if it were a description
+    with pytest.raises(InvalidInputError, match="empty or whitespace") as info:
+        tiny("text").fit(bad, band_gap)
+    assert (info.value.row, info.value.view) == ("m2", "text")
+    # at transform too; None in the same cell is a missing view, not an error
+    encoder = tiny("text").fit(X, band_gap)
+    with pytest.raises(InvalidInputError, match="empty or whitespace") as info:
+        encoder.transform(bad)
+    assert info.value.row == "m2"
 
 
 # -- learning -----------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def public_estimators() -> list:
     return [
         *(
             tiny_encoder(kind, out_dim=4, **TRAIN)
-            for kind in ("structure", "xrd", "composition", "dos", "charge_density", "text")
+            for kind in ("structure", "xrd", "composition", "dos", "charge_density", "text", "image")
         ),
         _tiny_aligner(),
         MultiModalRegressor(_tiny_aligner(), hidden_dim=8, **TRAIN),
@@ -282,7 +282,7 @@ INPUT_OF = {
 PREDICTORS = {"MultiModalRegressor", "MultiModalClassifier"}  # predict, no transform
 SUPERVISED = {
     "StructureEncoder", "XRDEncoder", "CompositionEncoder", "DOSEncoder", "ChargeDensityEncoder", "TextEncoder",
-    *PREDICTORS,
+    "ImageEncoder", *PREDICTORS,
 }
 
 

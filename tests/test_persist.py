@@ -48,7 +48,7 @@ def rows_with(multimat, view: str, n: int = 24):
 
 
 def data_for(kind, prototypes, multimat):
-    if kind in ("structure", "xrd"):
+    if kind in ("structure", "xrd", "image"):
         return prototypes
     if kind == "composition":
         X, y, labels = prototypes
@@ -67,7 +67,7 @@ def assert_same_outputs(restored, original, X):
 
 
 # -- round trips --------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["structure", "xrd", "composition", "dos", "charge_density", "text"])
+@pytest.mark.parametrize("kind", ["structure", "xrd", "composition", "dos", "charge_density", "text", "image"])
 def test_every_encoder_round_trips_regression(kind, prototypes, multimat, tmp_path):
     X, y, _ = data_for(kind, prototypes, multimat)
     encoder = tiny(kind).fit(X, y)

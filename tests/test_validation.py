@@ -460,6 +460,8 @@ def mutation_cases():
                 ("dos", "DOSEncoder"), ("charge_density", "ChargeDensityEncoder"), ("text", "TextEncoder"),
             ]
         },
+        # SAED images rendered from the structures
+        "ImageEncoder": ("structure", lambda X, y: tiny_encoder("image").fit(X, y).predict(X)),
         "MultiModalAligner": ("mp20", lambda X, y: tiny_aligner().fit(X, y).transform(X)),
     }
 

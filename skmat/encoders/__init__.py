@@ -15,6 +15,7 @@ One module per view family, so a view's code is found by its name:
 * ``composition.py`` — :class:`CompositionEncoder` (MLP over Magpie statistics);
 * ``spectra.py`` — :class:`DOSEncoder` and :class:`ChargeDensityEncoder` (DFT outputs);
 * ``text.py`` — :class:`TextEncoder`;
+* ``image.py`` — :class:`ImageEncoder` (2-D CNN over images, e.g. SAED patterns);
 * ``_base.py`` — what they all share (estimator API, supervised training, aligner hooks).
 
 A new view family gets its own module here, re-exported below and listed in ``__all__``. Import
@@ -23,6 +24,7 @@ model files (:mod:`skmat.persist`) name, whichever module defines the class.
 """
 
 from skmat.encoders.composition import CompositionEncoder
+from skmat.encoders.image import ImageEncoder
 from skmat.encoders.spectra import ChargeDensityEncoder, DOSEncoder
 from skmat.encoders.structure import StructureEncoder
 from skmat.encoders.text import TextEncoder
@@ -35,4 +37,5 @@ __all__ = [
     "DOSEncoder",
     "ChargeDensityEncoder",
     "TextEncoder",
+    "ImageEncoder",
 ]

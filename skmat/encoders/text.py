@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from skmat._inputs import row_labels
+from skmat._inputs import check_texts, row_labels
 from skmat.encoders._base import _NeuralViewEncoder, _with_training_doc
 from skmat.exceptions import InvalidInputError
 
@@ -95,6 +95,8 @@ class TextEncoder(_NeuralViewEncoder):
 
         if view in frame.columns and any(isinstance(v, str) for v in frame[view]):
             strings = [v if isinstance(v, str) else None for v in frame[view]]
+            # a sentence model embeds "" as readily as a description: refuse it, naming the row
+            check_texts(strings, row_labels(frame), view=view)
             rows = [i for i, s in enumerate(strings) if s is not None]
             embedded = _sentence_embedder(self.sentence_model).encode([strings[i] for i in rows])
             cells = list(frame[view])
