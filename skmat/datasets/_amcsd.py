@@ -383,7 +383,7 @@ def fetch_amcsd(
 
     The first call parses every entry (about 3 minutes on one core; ``n_jobs`` spreads it)
     and caches the parsed cells as arrays in ``<data_home>/amcsd/``; later calls rebuild the
-    Structures from that cache (about 10 s for the 9,100 kept entries). When the data home is
+    Structures from that cache (5-8 s for the 8,999 kept entries). When the data home is
     not writable the cells are parsed again on each call, with a warning.
 
     Parameters
