@@ -139,3 +139,31 @@ def test_sklearn_conventions_and_joblib(fitted, small_rows, mp20, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         np.testing.assert_array_equal(restored.predict(frame.iloc[:5]), fitted.predict(frame.iloc[:5]))
+
+
+def test_multitask_classifier_lattice_from_predict_auxiliary():
+    """The unimat route: one MultiModalClassifier fitted on crystal systems with the scaled
+    lattice as auxiliary targets; LatticeRefiner fits a clone and reads predict_auxiliary."""
+    from _helpers import tiny_aligner
+
+    from skmat.datasets import load_prototypes
+    from skmat.supervised import MultiModalClassifier
+
+    X, y = load_prototypes(return_X_y=True, target=["a_scaled", "b_scaled", "c_scaled", "crystal_system"])
+    small = np.flatnonzero([len(s) <= 6 for s in X["structure"]])[:48]
+    X, y = X.iloc[small], y.iloc[small]
+    classifier = MultiModalClassifier(
+        tiny_aligner(("xrd", "composition")), hidden_dim=8, max_epochs=2, batch_size=16, validation_fraction=0.0,
+        random_state=0,
+    )
+    refiner = LatticeRefiner(classifier).fit(
+        X, y["crystal_system"].to_numpy(), auxiliary_targets=y.iloc[:, :3].to_numpy(float)
+    )
+    assert refiner.system_predictor_ is None and not hasattr(classifier, "net_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        lattice = refiner.predict(X.iloc[:6])
+    network = refiner.predictor_.predict_auxiliary(X.iloc[:6])[:, :3]
+    assert lattice.shape == (6, 3) and np.all(np.isfinite(lattice))
+    np.testing.assert_array_equal(lattice[~refiner.refined_], network[~refiner.refined_])
+    np.testing.assert_array_equal(refiner.predict_crystal_system(X.iloc[:6]), refiner.predictor_.predict(X.iloc[:6]))
