@@ -550,8 +550,10 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     **Input.** ``X`` is a DataFrame of views, as the predictors read it. The pattern of a row
     comes from, in this order: the ``two_theta`` and ``intensity`` columns (a measured
     pattern, at the row's ``wavelength`` or *wavelength*; the cell is refined at that
-    wavelength, through d-spacing, with a zero shift), the ``xrd`` column (patterns on
-    ``np.linspace(*two_theta_range, n_bins)`` at *wavelength*), or a pattern simulated from
+    wavelength, through d-spacing, with a zero shift), the ``xrd`` column (a pattern on
+    ``np.linspace(*two_theta_range, n_bins)`` at *wavelength*, or a measured
+    ``(two_theta, intensity)`` pair as :class:`~skmat.features.measured.MeasuredXRD` reads), or a
+    pattern simulated from
     the ``structure`` column (:class:`~skmat.features.XRDPattern`). The composition comes
     from the ``composition`` column or the structure. ``fit`` needs the ``structure``
     column (the element volumes are fitted to the training cells).
@@ -729,28 +731,16 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         string when the pattern has no usable peaks."""
         from skmat._inputs import is_missing
         from skmat.features.indexing import find_peaks
-        from skmat.features.measured import _bin_means, _clean_measurement, _measurement_wavelength
         from skmat.features.xrd import resolve_wavelength
 
         wavelength = resolve_wavelength(self.wavelength)
+        wavelengths = list(frame["wavelength"]) if "wavelength" in frame.columns else [None] * len(frame)
         out: list = []
         if "two_theta" in frame.columns and "intensity" in frame.columns:
-            wavelengths = frame["wavelength"] if "wavelength" in frame.columns else [None] * len(frame)
             for label, x, y, w in zip(labels, frame["two_theta"], frame["intensity"], wavelengths, strict=True):
                 if is_missing(x) or is_missing(y):
                     raise InvalidInputError("no measured pattern in this row", row=label, view="two_theta")
-                lam = _measurement_wavelength(self.wavelength if is_missing(w) else w, label, "intensity")
-                try:
-                    x, y = _clean_measurement(x, y, negative_tolerance=0.05, row=label, view="intensity")
-                except InvalidInputError as exc:
-                    if "no positive intensity" not in exc.reason:
-                        raise
-                    out.append("the pattern has no positive intensity (no peaks)")
-                    continue
-                # peak picking wants an even grid: the measurement's own median step
-                step = float(np.median(np.diff(x)))
-                grid = np.linspace(x[0], x[-1], max(3, int(round((x[-1] - x[0]) / step)) + 1))
-                out.append(self._peaks(find_peaks, _bin_means(x, y, grid), grid, lam, True))
+                out.append(self._measured_peaks(x, y, w, label, "intensity"))
             return out
         if "xrd" in frame.columns:
             cells = list(frame["xrd"])
@@ -764,9 +754,13 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
                 "no pattern to refine against: X needs 'two_theta' and 'intensity' columns, an 'xrd' column or a "
                 "'structure' column", view="xrd",
             )
-        for label, cell in zip(labels, cells, strict=True):
+        for label, cell, w in zip(labels, cells, wavelengths, strict=True):
             if is_missing(cell):
                 raise InvalidInputError("no XRD pattern in this row", row=label, view="xrd")
+            pair = _measured_pair(cell)
+            if pair is not None:  # a (two_theta, intensity) measurement, as MeasuredXRD reads
+                out.append(self._measured_peaks(*pair, w, label, "xrd"))
+                continue
             try:
                 pattern = np.asarray(cell, dtype=float).ravel()
             except (TypeError, ValueError):
@@ -778,6 +772,23 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             grid = np.linspace(float(self.two_theta_range[0]), float(self.two_theta_range[1]), len(pattern))
             out.append(self._peaks(find_peaks, pattern, grid, wavelength, False))
         return out
+
+    def _measured_peaks(self, x, y, w, label, view: str):
+        from skmat._inputs import is_missing
+        from skmat.features.indexing import find_peaks
+        from skmat.features.measured import _bin_means, _clean_measurement, _measurement_wavelength
+
+        lam = _measurement_wavelength(self.wavelength if is_missing(w) else w, label, view)
+        try:
+            x, y = _clean_measurement(x, y, negative_tolerance=0.05, row=label, view=view)
+        except InvalidInputError as exc:
+            if "no positive intensity" not in exc.reason:
+                raise
+            return "the pattern has no positive intensity (no peaks)"
+        # peak picking wants an even grid: the measurement's own median step
+        step = float(np.median(np.diff(x)))
+        grid = np.linspace(x[0], x[-1], max(3, int(round((x[-1] - x[0]) / step)) + 1))
+        return self._peaks(find_peaks, _bin_means(x, y, grid), grid, lam, True)
 
     @staticmethod
     def _peaks(find_peaks, pattern, grid, wavelength, measured):
@@ -874,6 +885,20 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.target_tags.required = False
         return tags
+
+
+def _measured_pair(cell: Any):
+    """(two_theta, intensity) of an ``xrd`` cell holding a measurement (a pair of arrays, or a
+    (2, n) / (n, 2) array), or None for a pattern on the grid (one 1-D array)."""
+    if isinstance(cell, tuple | list) and len(cell) == 2 and all(np.ndim(part) == 1 and np.size(part) > 2
+                                                                  for part in cell):
+        return cell[0], cell[1]
+    if isinstance(cell, np.ndarray) and cell.ndim == 2:
+        if cell.shape[0] == 2:
+            return cell[0], cell[1]
+        if cell.shape[1] == 2:
+            return cell[:, 0], cell[:, 1]
+    return None
 
 
 def _crystal_system(structure) -> str:

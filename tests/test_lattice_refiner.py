@@ -94,6 +94,10 @@ def test_measured_pattern_other_wavelength_and_zero_shift(fitted, small_rows):
     lattice = fitted.predict(X)
     assert fitted.n_refined_ == len(rows)
     np.testing.assert_allclose(lattice, truth[rows], atol=0.01)
+    # the same measurements as an 'xrd' column of (two_theta, intensity) pairs (MeasuredXRD's form)
+    pairs = X.drop(columns=["two_theta", "intensity"])
+    pairs["xrd"] = [(two_theta, y) for y in measured]
+    np.testing.assert_array_equal(fitted.predict(pairs), lattice)
 
 
 def test_bad_input_names_the_row_or_falls_back(fitted, small_rows):
