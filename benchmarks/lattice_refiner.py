@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hgb-iter", type=int, default=150)
     parser.add_argument("--xrd-pca", type=int, default=32)
+    parser.add_argument("--n-systems", type=int, default=1, help="crystal systems tried per row (LatticeRefiner)")
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -89,7 +90,7 @@ def run(args) -> dict:
     tic = time.perf_counter()
     lattice.fit(X_train, train[SCALED].to_numpy(float))
     system.fit(X_train, train["crystal_system"].astype(str).to_numpy())
-    refiner = LatticeRefiner(lattice, system, prefit=True).fit(X_train)
+    refiner = LatticeRefiner(lattice, system, prefit=True, n_systems=args.n_systems).fit(X_train)
     train_seconds = time.perf_counter() - tic
     truth = test[SCALED].to_numpy(float)
     estimate = lattice.predict(X_test)
@@ -104,7 +105,7 @@ def run(args) -> dict:
     error = np.abs(refined - truth).mean(axis=1)
     base = np.abs(estimate - truth).mean(axis=1)
     result = {
-        "split": split, "seed": args.seed, "n_train": len(train), "n_test": len(test),
+        "split": split, "seed": args.seed, "n_systems": args.n_systems, "n_train": len(train), "n_test": len(test),
         "predictor_scaled_mae": float(base.mean()),
         "refined_scaled_mae": float(error.mean()),
         "n_refined": refiner.n_refined_, "n_kept": refiner.n_kept_,
@@ -114,6 +115,10 @@ def run(args) -> dict:
         else None,
         "refined_rows_worse_than_predictor": int(np.sum(error[mask] > base[mask])),
         "crystal_system_accuracy": float(np.mean(predicted_systems == systems)),
+        "refined_system_accuracy_on_refined_rows": float(np.mean(refiner.refined_systems_[mask] == systems[mask]))
+        if mask.any() else None,
+        "right_system_rows_refined": float(np.mean(mask[predicted_systems == systems])),
+        "wrong_system_rows_refined": float(np.mean(mask[predicted_systems != systems])),
         "refined_rows_system_right": float(np.mean(predicted_systems[mask] == systems[mask])) if mask.any() else None,
         "seconds_per_row_refinement": refine_seconds / len(test),
         "train_seconds": train_seconds, "xrd_seconds": xrd_seconds,

@@ -515,7 +515,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         ``predictor.predict``.
     prefit : bool, default=False
         ``True``: the predictors are already fitted and are used as they are (``fit`` only
-        learns the element volumes). ``False``: ``fit`` fits clones of them.
+        learns the element volumes). ``False``: ``fit`` fits clones of them. As for any
+        scikit-learn meta-estimator, ``clone`` (hence a grid search) re-creates unfitted
+        predictors; wrap fitted ones in :class:`sklearn.frozen.FrozenEstimator` to keep them.
     lattice_method : {"auto", "predict", "predict_auxiliary"}, default="auto"
         Method of *predictor* giving the lattice; ``"auto"`` is ``"predict_auxiliary"``
         without a *system_predictor*, else ``"predict"``.
@@ -530,6 +532,10 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     search_range : float, default=0.15
         Relative span of the starting lengths searched around each start
         (:func:`~skmat.features.indexing.refine_cell`).
+    n_systems : int, default=1
+        Crystal systems tried per row, most probable first (from the crystal-system model's
+        ``predict_proba``); the first whose refinement converges gives the lattice. 1 tries
+        the predicted system only.
 
     Attributes
     ----------
@@ -544,6 +550,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         Rows of the last ``predict`` call whose lattice was refined / kept from the predictor.
     refined_ : ndarray of bool
         Which rows of the last ``predict`` call were refined.
+    refined_systems_ : ndarray of str
+        Crystal system each row of the last ``predict`` call was refined under ("" where the
+        predictor's lattice was kept).
 
     Notes
     -----
@@ -594,6 +603,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         wavelength: str | float = "CuKa",
         refine_zero_shift: bool | None = None,
         search_range: float = 0.15,
+        n_systems: int = 1,
     ):
         self.predictor = predictor
         self.system_predictor = system_predictor
@@ -603,6 +613,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.wavelength = wavelength
         self.refine_zero_shift = refine_zero_shift
         self.search_range = search_range
+        self.n_systems = n_systems
 
     # -- fitting ----------------------------------------------------------------------------
     def _method(self) -> str:
@@ -641,6 +652,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self._method()
         if not (isinstance(self.search_range, int | float) and 0 <= self.search_range < 0.5):
             raise ValueError(f"search_range must be in [0, 0.5), got {self.search_range!r}")
+        if not (isinstance(self.n_systems, int) and 1 <= self.n_systems <= 7):
+            raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
         frame = to_frame(X)
         check_has_rows(frame)
         labels = row_labels(frame)
@@ -674,6 +687,18 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
         return np.asarray(model.predict(X)).astype(str)
 
+    def _candidate_systems(self, X: Any, n_rows: int) -> list[list[str]]:
+        """Per row, the crystal systems to try, most probable first."""
+        if self.n_systems == 1:
+            return [[system] for system in self.predict_crystal_system(X)]
+        model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        if not hasattr(model, "predict_proba"):
+            raise AttributeError(f"n_systems={self.n_systems} needs a crystal-system model with predict_proba")
+        probabilities = np.asarray(model.predict_proba(X)).reshape(n_rows, -1)
+        classes = np.asarray(model.classes_).astype(str)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.n_systems]
+        return [list(classes[row]) for row in order]
+
     def _predicted_lattice(self, X: Any, n_rows: int) -> np.ndarray:
         values = np.asarray(getattr(self.predictor_, self._method())(X), dtype=float)
         values = values.reshape(n_rows, -1)
@@ -701,16 +726,22 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         patterns = self._patterns(frame, labels)  # validates before the (slow) predictors run
         compositions = self._compositions(frame, labels)
         estimate = self._predicted_lattice(X, len(frame))
-        systems = self.predict_crystal_system(X)
+        candidates = self._candidate_systems(X, len(frame))
         lattice = estimate.copy()
         refined = np.zeros(len(frame), dtype=bool)
+        refined_systems = np.full(len(frame), "", dtype=object)
         reasons: dict[str, list] = {}
         for row in range(len(frame)):
-            result = self._refine_row(patterns[row], systems[row], estimate[row], compositions[row])
-            if isinstance(result, str):
-                reasons.setdefault(result, []).append(labels[row])
-                continue
-            lattice[row], refined[row] = result, True
+            first_reason = None  # the most probable system's: that is the prediction being kept
+            for system in candidates[row]:
+                result = self._refine_row(patterns[row], system, estimate[row], compositions[row])
+                if not isinstance(result, str):
+                    lattice[row], refined[row], refined_systems[row] = result, True, system
+                    break
+                first_reason = first_reason or result
+            else:
+                reasons.setdefault(first_reason, []).append(labels[row])
+        self.refined_systems_ = refined_systems.astype(str)
         self.refined_ = refined
         self.n_refined_ = int(refined.sum())
         self.n_kept_ = int((~refined).sum())

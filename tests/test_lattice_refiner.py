@@ -171,3 +171,25 @@ def test_multitask_classifier_lattice_from_predict_auxiliary():
     assert lattice.shape == (6, 3) and np.all(np.isfinite(lattice))
     np.testing.assert_array_equal(lattice[~refiner.refined_], network[~refiner.refined_])
     np.testing.assert_array_equal(refiner.predict_crystal_system(X.iloc[:6]), refiner.predictor_.predict(X.iloc[:6]))
+
+
+def test_second_most_probable_system_refines_more_rows(fitted, small_rows, mp20):
+    frame, truth, _ = small_rows
+    rows = frame.iloc[:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = fitted.predict(rows)
+        single = fitted.refined_.copy()
+        two_systems = LatticeRefiner(fitted.predictor_, fitted.system_predictor_, prefit=True, n_systems=2)
+        two_systems.fit(mp20[0])  # the element volumes of the same training rows
+        two = two_systems.predict(rows)
+    assert np.all(two_systems.refined_[single]) and two_systems.n_refined_ >= fitted.n_refined_
+    # rows refined under the most probable system are the same as with n_systems=1
+    np.testing.assert_array_equal(two[single], one[single])
+    probabilities = fitted.system_predictor_.predict_proba(rows)
+    top2 = fitted.system_predictor_.classes_[np.argsort(-probabilities, axis=1)[:, :2]]
+    for row in np.flatnonzero(two_systems.refined_):
+        assert two_systems.refined_systems_[row] in top2[row]
+    assert set(two_systems.refined_systems_[~two_systems.refined_]) <= {""}
+    with pytest.raises(ValueError, match="n_systems"):
+        clone(fitted).set_params(n_systems=0).fit(frame)
