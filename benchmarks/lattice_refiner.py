@@ -117,6 +117,9 @@ def run(args) -> dict:
         "crystal_system_accuracy": float(np.mean(predicted_systems == systems)),
         "refined_system_accuracy_on_refined_rows": float(np.mean(refiner.refined_systems_[mask] == systems[mask]))
         if mask.any() else None,
+        # the system a refinement converged under, where one did; the classifier's elsewhere
+        "crystal_system_accuracy_refined_where_refined": float(np.mean(
+            np.where(mask, refiner.refined_systems_, predicted_systems) == systems)),
         "right_system_rows_refined": float(np.mean(mask[predicted_systems == systems])),
         "wrong_system_rows_refined": float(np.mean(mask[predicted_systems != systems])),
         "refined_rows_system_right": float(np.mean(predicted_systems[mask] == systems[mask])) if mask.any() else None,
