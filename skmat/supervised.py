@@ -6,6 +6,11 @@ training further: the view encoders, their fusion and a task head are tuned toge
 labels, optionally keeping the contrastive alignment loss as a second term and optionally
 starting from a contrastively pretrained aligner. :class:`MultiModalRegressor` and
 :class:`MultiModalClassifier` do that, as ordinary scikit-learn predictors.
+
+:class:`LatticeRefiner` wraps a lattice predictor and a crystal-system predictor (e.g. one
+multitask :class:`MultiModalClassifier`) and refines each row's predicted lattice against the
+peaks of its powder pattern, constrained to the predicted crystal system
+(:mod:`skmat.features.indexing`), keeping the prediction where the refinement fails.
 """
 
 from __future__ import annotations
@@ -469,3 +474,521 @@ class MultiModalClassifier(ClassifierMixin, _MultiModalPredictor):
 
 for _cls in (MultiModalRegressor, MultiModalClassifier):
     _cls.__doc__ = _cls.__doc__.replace("%(parameters)s", _PARAMETERS_DOC.strip("\n"))
+
+
+# ------------------------------------------------------------------------------------------
+# Lattice refinement on the predict path
+# ------------------------------------------------------------------------------------------
+
+#: Conventional cells per formula unit searched by LatticeRefiner's start (see its Notes).
+_FORMULA_MULTIPLES = (1, 2, 4)
+
+
+class LatticeRefiner(RegressorMixin, BaseEstimator):
+    """Scaled lattice of a predictor, refined against each row's powder pattern.
+
+    A network that predicts the lattice from a pattern image is off by a few per cent; the
+    pattern's peak positions fix the cell to ~1e-4 Å when the peaks are indexed. This
+    meta-estimator wraps a lattice predictor and a crystal-system predictor. ``predict``
+    takes their estimates for each row, refines a conventional cell constrained to the
+    predicted crystal system against the row's peaks
+    (:func:`~skmat.features.indexing.refine_cell`), reduces it to the Niggli primitive cell
+    (:func:`~skmat.features.indexing.primitive_niggli`), counts its atoms N from its volume
+    and the composition (:func:`~skmat.features.indexing.atoms_in_cell`, with per-element
+    volumes fitted in ``fit``) and returns (a, b, c) / N^(1/3), the target the predictor
+    was trained on. Where the refinement does not converge, or the row's input cannot be
+    refined (no peaks, too few peaks, an element without a volume), the predictor's own
+    estimate is kept and counted (``n_kept_``), with one warning per call naming the rows
+    and saying why.
+
+    Parameters
+    ----------
+    predictor : estimator
+        Predicts the scaled lattice (a, b, c) / N^(1/3) of the Niggli primitive cell in its
+        first three output columns (a <= b <= c). With ``system_predictor=None`` it also
+        predicts the crystal system: a :class:`MultiModalClassifier` fitted on crystal systems
+        with the lattice as ``auxiliary_targets`` (columns a_scaled, b_scaled, c_scaled
+        first), as ``benchmarks/unimat.py`` trains it.
+    system_predictor : classifier or None, default=None
+        Predicts the crystal system (one of
+        :data:`~skmat.features.indexing.CRYSTAL_SYSTEMS`); ``None`` uses
+        ``predictor.predict``.
+    prefit : bool, default=False
+        ``True``: the predictors are already fitted and are used as they are (``fit`` only
+        learns the element volumes). ``False``: ``fit`` fits clones of them. As for any
+        scikit-learn meta-estimator, ``clone`` (hence a grid search) re-creates unfitted
+        predictors; wrap fitted ones in :class:`sklearn.frozen.FrozenEstimator` to keep them.
+    lattice_method : {"auto", "predict", "predict_auxiliary"}, default="auto"
+        Method of *predictor* giving the lattice; ``"auto"`` is ``"predict_auxiliary"``
+        without a *system_predictor*, else ``"predict"``.
+    two_theta_range : (float, float), default=(5.0, 90.0)
+        First and last 2θ point (degrees) of the patterns in the ``xrd`` column (and of those
+        simulated from structures when there is none).
+    wavelength : str or float, default="CuKa"
+        Radiation of the ``xrd`` column's patterns, and of measured rows without a
+        ``wavelength`` value.
+    refine_zero_shift : bool or None, default=None
+        Refine a zero offset of the 2θ scale; ``None`` does so for measured rows only.
+    search_range : float, default=0.15
+        Relative span of the starting lengths searched around each start
+        (:func:`~skmat.features.indexing.refine_cell`).
+    n_systems : int, default=1
+        Crystal systems tried per row, most probable first (from the crystal-system model's
+        ``predict_proba``); the first whose refinement converges gives the lattice. 1 tries
+        the predicted system only.
+
+    Attributes
+    ----------
+    predictor_ : estimator
+        The fitted lattice predictor.
+    system_predictor_ : classifier or None
+        The fitted crystal-system predictor (None when *predictor* gives it).
+    element_volumes_ : dict of str to float
+        Volume per atom of each element of the training structures
+        (:func:`~skmat.features.indexing.fit_element_volumes`).
+    n_refined_, n_kept_ : int
+        Rows of the last ``predict`` call whose lattice was refined / kept from the predictor.
+    refined_ : ndarray of bool
+        Which rows of the last ``predict`` call were refined.
+    refined_systems_ : ndarray of str
+        Crystal system each row of the last ``predict`` call was refined under ("" where the
+        predictor's lattice was kept).
+
+    Notes
+    -----
+    **Input.** ``X`` is a DataFrame of views, as the predictors read it. The pattern of a row
+    comes from, in this order: the ``two_theta`` and ``intensity`` columns (a measured
+    pattern, at the row's ``wavelength`` or *wavelength*; the cell is refined at that
+    wavelength, through d-spacing, with a zero shift), the ``xrd`` column (a pattern on
+    ``np.linspace(*two_theta_range, n_bins)`` at *wavelength*, or a measured
+    ``(two_theta, intensity)`` pair as :class:`~skmat.features.measured.MeasuredXRD` reads), or a
+    pattern simulated from
+    the ``structure`` column (:class:`~skmat.features.XRDPattern`). The composition comes
+    from the ``composition`` column or the structure. ``fit`` needs the ``structure``
+    column (the element volumes are fitted to the training cells).
+
+    **Start.** The predictor gives scaled primitive lengths, which say nothing of N or of
+    the lattice centring. The starting conventional cell takes the predictor's shape (its
+    lengths' ratios, arranged for the crystal system: the two closest lengths become a = b
+    of a tetragonal or hexagonal cell) and a volume of Z formula units, the formula's volume
+    being the sum of its elements' fitted volumes, for Z in 1, 2, 4 and 8 (3, 6, 12 and 24
+    for trigonal, whose rhombohedral cell in hexagonal axes holds three). Each start is
+    refined under every centring the system allows; the converged cell that indexes the
+    most peaks, then has the best de Wolff figure of merit, wins.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skmat.datasets import load_prototypes
+    >>> from skmat.features import CompositionFeatures
+    >>> X, y = load_prototypes(return_X_y=True, target=["a_scaled", "b_scaled", "c_scaled", "crystal_system"])
+    >>> lattice = make_pipeline(CompositionFeatures(), RandomForestRegressor(n_estimators=20, random_state=0))
+    >>> system = make_pipeline(CompositionFeatures(), RandomForestClassifier(n_estimators=20, random_state=0))
+    >>> _ = lattice.fit(X, y.iloc[:, :3].to_numpy(float)), system.fit(X, y["crystal_system"])
+    >>> refiner = LatticeRefiner(lattice, system, prefit=True).fit(X)
+    >>> lengths = refiner.predict(X.iloc[:4])
+    >>> lengths.shape, refiner.n_refined_ + refiner.n_kept_
+    ((4, 3), 4)
+    """
+
+    def __init__(
+        self,
+        predictor: Any,
+        system_predictor: Any = None,
+        *,
+        prefit: bool = False,
+        lattice_method: str = "auto",
+        two_theta_range: tuple[float, float] = (5.0, 90.0),
+        wavelength: str | float = "CuKa",
+        refine_zero_shift: bool | None = None,
+        search_range: float = 0.15,
+        n_systems: int = 1,
+    ):
+        self.predictor = predictor
+        self.system_predictor = system_predictor
+        self.prefit = prefit
+        self.lattice_method = lattice_method
+        self.two_theta_range = two_theta_range
+        self.wavelength = wavelength
+        self.refine_zero_shift = refine_zero_shift
+        self.search_range = search_range
+        self.n_systems = n_systems
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _method(self) -> str:
+        if self.lattice_method not in ("auto", "predict", "predict_auxiliary"):
+            raise ValueError(
+                f"lattice_method must be 'auto', 'predict' or 'predict_auxiliary', got {self.lattice_method!r}"
+            )
+        if self.lattice_method != "auto":
+            return self.lattice_method
+        return "predict_auxiliary" if self.system_predictor is None else "predict"
+
+    def fit(self, X: Any, y: Any = None, *, crystal_systems: Any = None, **fit_params: Any) -> LatticeRefiner:
+        """Fit the element volumes on the structures of *X* (and the predictors, unless prefit).
+
+        Parameters
+        ----------
+        X : DataFrame or list of Structure
+            Training materials; needs a ``structure`` column.
+        y : array-like, default=None
+            Target of ``predictor.fit`` (ignored with ``prefit=True``): the scaled lattice,
+            or, for a multitask :class:`MultiModalClassifier`, the crystal systems (the
+            lattice going in ``auxiliary_targets``, passed through *fit_params*).
+        crystal_systems : array-like of str, default=None
+            Target of ``system_predictor.fit``; ``None`` takes each structure's crystal
+            system (spglib, ``symprec=0.1``).
+        **fit_params
+            Passed to ``predictor.fit``.
+
+        Returns
+        -------
+        self
+        """
+        from skmat._inputs import _parse_structure
+        from skmat.features.indexing import fit_element_volumes
+
+        self._method()
+        if not (isinstance(self.search_range, int | float) and 0 <= self.search_range < 0.5):
+            raise ValueError(f"search_range must be in [0, 0.5), got {self.search_range!r}")
+        if not (isinstance(self.n_systems, int) and 1 <= self.n_systems <= 7):
+            raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
+        frame = to_frame(X)
+        check_has_rows(frame)
+        labels = row_labels(frame)
+        if "structure" not in frame.columns:
+            raise InvalidInputError(
+                "LatticeRefiner.fit needs a 'structure' column: the element volumes are fitted to the training cells",
+                view="structure",
+            )
+        structures = [_parse_structure(s, label, "structure") for s, label in zip(frame["structure"], labels,
+                                                                                     strict=True)]
+        self.element_volumes_ = fit_element_volumes(structures)
+        if self.prefit:
+            check_is_fitted(self.predictor)
+            self.predictor_ = self.predictor
+            if self.system_predictor is not None:
+                check_is_fitted(self.system_predictor)
+            self.system_predictor_ = self.system_predictor
+        else:
+            self.predictor_ = clone(self.predictor).fit(X, y, **fit_params)
+            self.system_predictor_ = None
+            if self.system_predictor is not None:
+                if crystal_systems is None:
+                    crystal_systems = [_crystal_system(s) for s in structures]
+                self.system_predictor_ = clone(self.system_predictor).fit(X, np.asarray(crystal_systems))
+        return self
+
+    # -- prediction -------------------------------------------------------------------------
+    def predict_crystal_system(self, X: Any) -> np.ndarray:
+        """The crystal system each row's cell is constrained to, shape (n_samples,)."""
+        check_is_fitted(self, "predictor_")
+        model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        return np.asarray(model.predict(X)).astype(str)
+
+    def _candidate_systems(self, X: Any, n_rows: int) -> list[list[str]]:
+        """Per row, the crystal systems to try, most probable first."""
+        if self.n_systems == 1:
+            return [[system] for system in self.predict_crystal_system(X)]
+        model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        if not hasattr(model, "predict_proba"):
+            raise AttributeError(f"n_systems={self.n_systems} needs a crystal-system model with predict_proba")
+        probabilities = np.asarray(model.predict_proba(X)).reshape(n_rows, -1)
+        classes = np.asarray(model.classes_).astype(str)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.n_systems]
+        return [list(classes[row]) for row in order]
+
+    def _predicted_lattice(self, X: Any, n_rows: int) -> np.ndarray:
+        values = np.asarray(getattr(self.predictor_, self._method())(X), dtype=float)
+        values = values.reshape(n_rows, -1)
+        if values.shape[1] < 3:
+            raise ValueError(
+                f"the predictor's {self._method()} gives {values.shape[1]} columns; the scaled lattice needs 3"
+            )
+        return values[:, :3]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Scaled lattice lengths (a, b, c) / N^(1/3), refined where the pattern allows.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 3)
+            a <= b <= c of the Niggli primitive cell over N^(1/3); the predictor's estimate in
+            the rows that were not refined (``refined_`` is False there).
+        """
+        import warnings
+
+        check_is_fitted(self, "predictor_")
+        frame = to_frame(X)
+        check_has_rows(frame)
+        labels = row_labels(frame)
+        patterns = self._patterns(frame, labels)  # validates before the (slow) predictors run
+        compositions = self._compositions(frame, labels)
+        estimate = self._predicted_lattice(X, len(frame))
+        candidates = self._candidate_systems(X, len(frame))
+        lattice = estimate.copy()
+        refined = np.zeros(len(frame), dtype=bool)
+        refined_systems = np.full(len(frame), "", dtype=object)
+        reasons: dict[str, list] = {}
+        for row in range(len(frame)):
+            first_reason = None  # the most probable system's: that is the prediction being kept
+            for system in candidates[row]:
+                result = self._refine_row(patterns[row], system, estimate[row], compositions[row])
+                if not isinstance(result, str):
+                    lattice[row], refined[row], refined_systems[row] = result, True, system
+                    break
+                first_reason = first_reason or result
+            else:
+                reasons.setdefault(first_reason, []).append(labels[row])
+        self.refined_systems_ = refined_systems.astype(str)
+        self.refined_ = refined
+        self.n_refined_ = int(refined.sum())
+        self.n_kept_ = int((~refined).sum())
+        if reasons:
+            detail = "; ".join(
+                f"{reason}: rows {rows[:5]!r}{' ...' if len(rows) > 5 else ''} ({len(rows)})"
+                for reason, rows in reasons.items()
+            )
+            warnings.warn(
+                f"kept the predictor's lattice for {self.n_kept_} of {len(frame)} rows: {detail}", UserWarning,
+                stacklevel=2,
+            )
+        return lattice
+
+    # -- the pieces of predict ----------------------------------------------------------------
+    def _patterns(self, frame, labels: list) -> list:
+        """Per row: (peak positions in degrees 2θ, wavelength in Å, measured?) or a reason
+        string when the pattern has no usable peaks."""
+        from skmat._inputs import is_missing
+        from skmat.features.indexing import find_peaks
+        from skmat.features.xrd import resolve_wavelength
+
+        wavelength = resolve_wavelength(self.wavelength)
+        wavelengths = list(frame["wavelength"]) if "wavelength" in frame.columns else [None] * len(frame)
+        out: list = []
+        if "two_theta" in frame.columns and "intensity" in frame.columns:
+            for label, x, y, w in zip(labels, frame["two_theta"], frame["intensity"], wavelengths, strict=True):
+                if is_missing(x) or is_missing(y):
+                    raise InvalidInputError("no measured pattern in this row", row=label, view="two_theta")
+                out.append(self._measured_peaks(x, y, w, label, "intensity"))
+            return out
+        if "xrd" in frame.columns:
+            cells = list(frame["xrd"])
+        elif "structure" in frame.columns:
+            from skmat.features import XRDPattern
+
+            cells = list(XRDPattern(wavelength=self.wavelength, two_theta_range=self.two_theta_range).fit_transform(
+                frame[["structure"]]))
+        else:
+            raise InvalidInputError(
+                "no pattern to refine against: X needs 'two_theta' and 'intensity' columns, an 'xrd' column or a "
+                "'structure' column", view="xrd",
+            )
+        for label, cell, w in zip(labels, cells, wavelengths, strict=True):
+            if is_missing(cell):
+                raise InvalidInputError("no XRD pattern in this row", row=label, view="xrd")
+            pair = _measured_pair(cell)
+            if pair is not None:  # a (two_theta, intensity) measurement, as MeasuredXRD reads
+                out.append(self._measured_peaks(*pair, w, label, "xrd"))
+                continue
+            try:
+                pattern = np.asarray(cell, dtype=float).ravel()
+            except (TypeError, ValueError):
+                raise InvalidInputError("the XRD pattern is not an array of numbers", row=label, view="xrd") from None
+            if not np.all(np.isfinite(pattern)):
+                raise InvalidInputError("the XRD pattern has NaN or infinite intensities", row=label, view="xrd")
+            if len(pattern) < 3:
+                raise InvalidInputError(f"the XRD pattern has {len(pattern)} points", row=label, view="xrd")
+            grid = np.linspace(float(self.two_theta_range[0]), float(self.two_theta_range[1]), len(pattern))
+            out.append(self._peaks(find_peaks, pattern, grid, wavelength, False))
+        return out
+
+    def _measured_peaks(self, x, y, w, label, view: str):
+        from skmat._inputs import is_missing
+        from skmat.features.indexing import find_peaks
+        from skmat.features.measured import _bin_means, _clean_measurement, _measurement_wavelength
+
+        lam = _measurement_wavelength(self.wavelength if is_missing(w) else w, label, view)
+        try:
+            x, y = _clean_measurement(x, y, negative_tolerance=0.05, row=label, view=view)
+        except InvalidInputError as exc:
+            if "no positive intensity" not in exc.reason:
+                raise
+            return "the pattern has no positive intensity (no peaks)"
+        # peak picking wants an even grid: the measurement's own median step
+        step = float(np.median(np.diff(x)))
+        grid = np.linspace(x[0], x[-1], max(3, int(round((x[-1] - x[0]) / step)) + 1))
+        return self._peaks(find_peaks, _bin_means(x, y, grid), grid, lam, True)
+
+    @staticmethod
+    def _peaks(find_peaks, pattern, grid, wavelength, measured):
+        if not pattern.max(initial=0.0) > 0:
+            return "the pattern has no positive intensity (no peaks)"
+        positions, _ = find_peaks(pattern, grid)
+        return positions, wavelength, measured
+
+    @staticmethod
+    def _compositions(frame, labels: list) -> list:
+        from pymatgen.core import Composition
+
+        from skmat._inputs import _parse_structure, is_missing
+
+        out = []
+        for row, label in enumerate(labels):
+            value = frame["composition"].iloc[row] if "composition" in frame.columns else None
+            if value is None or is_missing(value):
+                if "structure" not in frame.columns or is_missing(frame["structure"].iloc[row]):
+                    raise InvalidInputError("no composition (and no structure to take it from)", row=label,
+                                            view="composition")
+                out.append(_parse_structure(frame["structure"].iloc[row], label, "structure").composition)
+                continue
+            try:
+                out.append(Composition(value))
+            except (ValueError, TypeError) as exc:
+                raise InvalidInputError(f"cannot read the composition {value!r}: {exc}", row=label,
+                                        view="composition") from None
+        return out
+
+    def _starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
+        """Starting conventional cells with their centrings (see the class Notes), or []
+        when the formula's volume is unknown."""
+        from skmat.features.indexing import _MULTIPLICITY, CENTRINGS
+
+        fractions = composition.element_composition
+        if any(not self.element_volumes_.get(str(e), 0) > 0 for e in fractions):
+            return []
+        reduced = fractions.get_reduced_composition_and_factor()[0]
+        formula_volume = sum(self.element_volumes_[str(e)] * n for e, n in reduced.items())
+        target = np.log(np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None)))
+        starts = []
+        for centring in CENTRINGS[system]:
+            shape = _best_shape(system, centring, target)
+            volume = _cell_volume(shape)
+            for multiple in _FORMULA_MULTIPLES:
+                cell = shape.copy()
+                cell[:3] *= (_MULTIPLICITY[centring] * multiple * formula_volume / volume) ** (1 / 3)
+                starts.append((cell, centring))
+        return starts
+
+    def _refine_row(self, peaks, system: str, scaled: np.ndarray, composition) -> np.ndarray | str:
+        """The refined scaled lattice of one row, or the reason it keeps the predictor's."""
+        from skmat.features.indexing import (
+            CRYSTAL_SYSTEMS,
+            _direct_metric,
+            atoms_in_cell,
+            primitive_niggli,
+            refine_cell,
+        )
+
+        if isinstance(peaks, str):
+            return peaks
+        positions, wavelength, measured = peaks
+        if system not in CRYSTAL_SYSTEMS:
+            return f"unknown crystal system {system!r}"
+        starts = self._starts(system, scaled, composition)
+        if not starts:
+            return "an element of the composition has no known volume per atom"
+        zero = measured if self.refine_zero_shift is None else bool(self.refine_zero_shift)
+        best, reason = None, "the refinement did not converge"
+        for start, centring in starts:
+            try:
+                fit = refine_cell(positions, system, start, wavelength=wavelength, refine_zero_shift=zero,
+                                  centrings=centring, search_range=self.search_range)
+            except InvalidInputError as exc:
+                reason = exc.reason
+                continue
+            if fit.converged and (best is None or (fit.fraction_indexed, fit.figure_of_merit) > (
+                    best.fraction_indexed, best.figure_of_merit)):
+                best = fit
+        if best is None:
+            return reason
+        try:
+            primitive = primitive_niggli(best.cell, best.centring)
+            volume = float(np.sqrt(max(np.linalg.det(_direct_metric(primitive[None])[0]), 0.0)))
+            n_atoms = atoms_in_cell(volume, composition, self.element_volumes_)
+        except InvalidInputError as exc:
+            return exc.reason
+        return primitive[:3] / n_atoms ** (1 / 3)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        return tags
+
+
+def _measured_pair(cell: Any):
+    """(two_theta, intensity) of an ``xrd`` cell holding a measurement (a pair of arrays, or a
+    (2, n) / (n, 2) array), or None for a pattern on the grid (one 1-D array)."""
+    if isinstance(cell, tuple | list) and len(cell) == 2 and all(np.ndim(part) == 1 and np.size(part) > 2
+                                                                  for part in cell):
+        return cell[0], cell[1]
+    if isinstance(cell, np.ndarray) and cell.ndim == 2:
+        if cell.shape[0] == 2:
+            return cell[0], cell[1]
+        if cell.shape[1] == 2:
+            return cell[:, 0], cell[:, 1]
+    return None
+
+
+def _crystal_system(structure) -> str:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return SpacegroupAnalyzer(structure, symprec=0.1).get_crystal_system()
+
+
+def _cell_volume(cell: np.ndarray) -> float:
+    from skmat.features.indexing import _direct_metric
+
+    return float(np.sqrt(max(np.linalg.det(_direct_metric(np.asarray(cell, dtype=float)[None])[0]), 0.0)))
+
+
+def _reduced_log_lengths(cells: np.ndarray, centring: str) -> np.ndarray:
+    """log of the three successive minima (the Niggli/Buerger cell's a <= b <= c) of the
+    primitive lattices of conventional *cells* (m, 6) with *centring*, minus the log of the
+    cube root of the primitive volume: the cells' reduced shapes (m, 3)."""
+    from itertools import product
+
+    from skmat.features.indexing import _TO_PRIMITIVE, _direct_metric
+
+    metric = _direct_metric(cells)  # (m, 3, 3)
+    coefficients = np.array([n for n in product(range(-2, 3), repeat=3) if any(n)], dtype=float)
+    vectors = coefficients @ _TO_PRIMITIVE[centring]  # conventional fractional coordinates (v, 3)
+    gram = np.einsum("vi,mij,wj->mvw", vectors, metric, vectors)  # (m, v, v)
+    norms = np.einsum("mvv->mv", gram)
+    rows = np.arange(len(cells))
+    first = norms.argmin(axis=1)
+    n0 = norms[rows, first]
+    d0 = gram[rows, first]  # (m, v)
+    area = n0[:, None] * norms - d0**2
+    second = np.where(area > 1e-6 * n0[:, None] * norms, norms, np.inf).argmin(axis=1)
+    n1, d1, d01 = norms[rows, second], gram[rows, second], d0[rows, second]
+    volume2 = (n0[:, None] * (n1[:, None] * norms - d1**2) - d01[:, None] * (d01[:, None] * norms - d1 * d0)
+               + d0 * (d01[:, None] * d1 - n1[:, None] * d0))
+    third = np.where(volume2 > 1e-6 * n0[:, None] * n1[:, None] * norms, norms, np.inf).argmin(axis=1)
+    lengths = 0.5 * np.log(np.stack([n0, n1, norms[rows, third]], axis=1))
+    primitive_volume = np.sqrt(np.linalg.det(metric)) / np.abs(np.linalg.det(_TO_PRIMITIVE[centring]) ** -1)
+    return lengths - np.log(primitive_volume)[:, None] / 3
+
+
+def _best_shape(system: str, centring: str, target_log: np.ndarray) -> np.ndarray:
+    """The conventional cell of *system* and *centring* (unit scale) whose reduced primitive
+    shape is nearest the predictor's (log lengths *target_log*, sorted), on a grid of axis
+    ratios (and of beta for monoclinic); triclinic takes the predicted lengths at right angles."""
+    target = target_log - target_log.mean()
+    if system == "triclinic":
+        return np.concatenate([np.exp(target_log), [90.0, 90.0, 90.0]])
+    ratios = np.geomspace(0.3, 4.0, 41)
+    if system == "cubic":
+        cells = np.array([[1.0, 1.0, 1.0, 90.0, 90.0, 90.0]])
+    elif system in ("tetragonal", "hexagonal", "trigonal"):
+        gamma = 90.0 if system == "tetragonal" else 120.0
+        cells = np.array([[1.0, 1.0, r, 90.0, 90.0, gamma] for r in ratios])
+    else:
+        coarse = np.geomspace(0.3, 4.0, 17)
+        betas = (90.0,) if system == "orthorhombic" else (95.0, 105.0, 115.0)
+        cells = np.array([[1.0, rb, rc, 90.0, beta, 90.0] for rb in coarse for rc in coarse for beta in betas])
+    shapes = _reduced_log_lengths(cells, centring)
+    mismatch = np.sum((shapes - shapes.mean(axis=1, keepdims=True) - target) ** 2, axis=1)
+    return cells[int(np.argmin(mismatch))]

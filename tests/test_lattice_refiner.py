@@ -1,0 +1,195 @@
+"""LatticeRefiner: the predictor's scaled lattice refined against each row's pattern, on real MP-20 rows."""
+
+from __future__ import annotations
+
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.pipeline import make_pipeline
+
+from skmat.exceptions import InvalidInputError
+from skmat.features import CompositionFeatures, XRDPattern
+from skmat.features.xrd import compute_peaks
+from skmat.supervised import LatticeRefiner
+
+
+@pytest.fixture(scope="module")
+def mp20(mp20_val_rows):
+    """The 200 MP-20 val rows with their scaled lattice (MP-20's cell is the Niggli primitive
+    cell) and crystal system."""
+    frame = mp20_val_rows[["material_id", "structure"]].copy()
+    frame["composition"] = [s.composition for s in frame["structure"]]
+    lattice = np.array([np.array(s.lattice.abc) / len(s) ** (1 / 3) for s in frame["structure"]])
+    systems = np.array([SpacegroupAnalyzer(s, symprec=0.1).get_crystal_system() for s in frame["structure"]])
+    return frame, lattice, systems
+
+
+@pytest.fixture(scope="module")
+def fitted(mp20):
+    """Random forests on Magpie features (a quick, real predictor), refined."""
+    frame, lattice, systems = mp20
+    regressor = make_pipeline(CompositionFeatures(), RandomForestRegressor(n_estimators=30, random_state=0))
+    classifier = make_pipeline(CompositionFeatures(), RandomForestClassifier(n_estimators=30, random_state=0))
+    regressor.fit(frame, lattice)
+    classifier.fit(frame, systems)
+    return LatticeRefiner(regressor, classifier, prefit=True).fit(frame)
+
+
+@pytest.fixture(scope="module")
+def small_rows(mp20):
+    """40 rows of at most 8 atoms (the refinement's cost grows with the peaks)."""
+    frame, lattice, systems = mp20
+    keep = np.flatnonzero([len(s) <= 8 for s in frame["structure"]])[:40]
+    return frame.iloc[keep].reset_index(drop=True), lattice[keep], systems[keep]
+
+
+def test_refinement_beats_the_predictor_and_is_exact_where_it_refines(fitted, small_rows):
+    frame, truth, systems = small_rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        refined = fitted.predict(frame)
+    predictor = fitted.predictor_.predict(frame)
+    assert refined.shape == (len(frame), 3) and np.all(np.isfinite(refined))
+    assert fitted.n_refined_ + fitted.n_kept_ == len(frame)
+    assert fitted.n_refined_ >= len(frame) // 2, fitted.n_refined_
+    error = np.abs(refined - truth).max(axis=1)
+    # rows refined under the right crystal system are exact, bar the rare wrong sub-cell or N
+    right = fitted.refined_ & (fitted.predict_crystal_system(frame) == systems)
+    assert np.mean(error[right] <= 0.01) >= 0.8, error[right]
+    # kept rows are the predictor's, untouched
+    np.testing.assert_array_equal(refined[~fitted.refined_], predictor[~fitted.refined_])
+    assert np.abs(refined - truth).mean() < 0.7 * np.abs(predictor - truth).mean()
+
+
+def test_measured_pattern_other_wavelength_and_zero_shift(fitted, small_rows):
+    """A Mo Kα measurement on its own 2θ points, offset by 0.08°: refined through d-spacing
+    with the zero shift as one more parameter."""
+    frame, truth, systems = small_rows
+    # rows whose crystal system the forest gets right (the check is about the measurement)
+    predicted = fitted.predict_crystal_system(frame)
+    rows = [i for i in range(len(frame)) if systems[i] in ("cubic", "hexagonal", "tetragonal")
+            and predicted[i] == systems[i]][:3]
+    assert len(rows) == 3
+    two_theta = np.arange(3.0, 45.0, 0.01)
+    measured = []
+    for i in rows:
+        peaks, heights = compute_peaks(frame["structure"].iloc[i], wavelength="MoKa", two_theta_range=(3, 45))
+        width = 0.04
+        shifted = (two_theta[:, None] - peaks[None, :] - 0.08) / width
+        intensity = (heights[None, :] * np.exp(-0.5 * shifted**2)).sum(axis=1)
+        measured.append(intensity + 0.001 * intensity.max())
+    X = pd.DataFrame({
+        "material_id": frame["material_id"].iloc[rows].to_numpy(),
+        "composition": frame["composition"].iloc[rows].to_numpy(),
+        "two_theta": [two_theta] * len(rows),
+        "intensity": measured,
+        "wavelength": ["MoKa"] * len(rows),
+    })
+    lattice = fitted.predict(X)
+    assert fitted.n_refined_ == len(rows)
+    np.testing.assert_allclose(lattice, truth[rows], atol=0.01)
+    # the same measurements as an 'xrd' column of (two_theta, intensity) pairs (MeasuredXRD's form)
+    pairs = X.drop(columns=["two_theta", "intensity"])
+    pairs["xrd"] = [(two_theta, y) for y in measured]
+    np.testing.assert_array_equal(fitted.predict(pairs), lattice)
+
+
+def test_bad_input_names_the_row_or_falls_back(fitted, small_rows):
+    frame, _, _ = small_rows
+    X = frame.iloc[:3].copy()
+    patterns = XRDPattern().fit_transform(list(X["structure"])).astype(float)
+    patterns[1, 100] = np.nan
+    X["xrd"] = list(patterns)
+    with pytest.raises(InvalidInputError, match=f"row {X['material_id'].iloc[1]!r}, view 'xrd'.*NaN"):
+        fitted.predict(X)
+    patterns[1] = 0.0  # all zeros: no peaks, the predictor's estimate is kept
+    X["xrd"] = list(patterns)
+    with pytest.warns(UserWarning, match="no positive intensity.*" + X["material_id"].iloc[1]):
+        lattice = fitted.predict(X)
+    assert not fitted.refined_[1] and fitted.n_kept_ >= 1
+    np.testing.assert_array_equal(lattice[1], fitted.predictor_.predict(X.iloc[[1]])[0])
+    # an element the training cells never held has no volume: kept, with the reason
+    X.loc[X.index[2], "composition"] = "Pu2O3"
+    X["xrd"] = list(XRDPattern().fit_transform(list(frame["structure"].iloc[:3])))
+    with pytest.warns(UserWarning, match="no known volume"):
+        fitted.predict(X)
+    assert not fitted.refined_[2]
+    with pytest.raises(InvalidInputError, match="structure"):
+        LatticeRefiner(fitted.predictor_, fitted.system_predictor_, prefit=True).fit(frame[["composition"]])
+
+
+def test_sklearn_conventions_and_joblib(fitted, small_rows, mp20, tmp_path):
+    frame, _, _ = small_rows
+    params = fitted.get_params()
+    assert params["prefit"] is True and "predictor__randomforestregressor__n_estimators" in params
+    copy = clone(fitted)
+    assert not hasattr(copy, "element_volumes_")
+    with pytest.raises(ValueError, match="lattice_method"):
+        clone(fitted).set_params(lattice_method="bogus").fit(mp20[0])
+    # prefit=False fits clones of the predictors; the given ones stay unfitted
+    full, lattice, systems = mp20
+    regressor = make_pipeline(CompositionFeatures(), RandomForestRegressor(n_estimators=5, random_state=0))
+    classifier = make_pipeline(CompositionFeatures(), RandomForestClassifier(n_estimators=5, random_state=0))
+    own = LatticeRefiner(regressor, classifier).fit(full, lattice, crystal_systems=systems)
+    assert own.predictor_ is not regressor and not hasattr(regressor[-1], "estimators_")
+    joblib.dump(fitted, tmp_path / "refiner.joblib")
+    restored = joblib.load(tmp_path / "refiner.joblib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        np.testing.assert_array_equal(restored.predict(frame.iloc[:5]), fitted.predict(frame.iloc[:5]))
+
+
+def test_multitask_classifier_lattice_from_predict_auxiliary():
+    """The unimat route: one MultiModalClassifier fitted on crystal systems with the scaled
+    lattice as auxiliary targets; LatticeRefiner fits a clone and reads predict_auxiliary."""
+    from _helpers import tiny_aligner
+
+    from skmat.datasets import load_prototypes
+    from skmat.supervised import MultiModalClassifier
+
+    X, y = load_prototypes(return_X_y=True, target=["a_scaled", "b_scaled", "c_scaled", "crystal_system"])
+    small = np.flatnonzero([len(s) <= 6 for s in X["structure"]])[:48]
+    X, y = X.iloc[small], y.iloc[small]
+    classifier = MultiModalClassifier(
+        tiny_aligner(("xrd", "composition")), hidden_dim=8, max_epochs=2, batch_size=16, validation_fraction=0.0,
+        random_state=0,
+    )
+    refiner = LatticeRefiner(classifier).fit(
+        X, y["crystal_system"].to_numpy(), auxiliary_targets=y.iloc[:, :3].to_numpy(float)
+    )
+    assert refiner.system_predictor_ is None and not hasattr(classifier, "net_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        lattice = refiner.predict(X.iloc[:6])
+    network = refiner.predictor_.predict_auxiliary(X.iloc[:6])[:, :3]
+    assert lattice.shape == (6, 3) and np.all(np.isfinite(lattice))
+    np.testing.assert_array_equal(lattice[~refiner.refined_], network[~refiner.refined_])
+    np.testing.assert_array_equal(refiner.predict_crystal_system(X.iloc[:6]), refiner.predictor_.predict(X.iloc[:6]))
+
+
+def test_second_most_probable_system_refines_more_rows(fitted, small_rows, mp20):
+    frame, truth, _ = small_rows
+    rows = frame.iloc[:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = fitted.predict(rows)
+        single = fitted.refined_.copy()
+        two_systems = LatticeRefiner(fitted.predictor_, fitted.system_predictor_, prefit=True, n_systems=2)
+        two_systems.fit(mp20[0])  # the element volumes of the same training rows
+        two = two_systems.predict(rows)
+    assert np.all(two_systems.refined_[single]) and two_systems.n_refined_ >= fitted.n_refined_
+    # rows refined under the most probable system are the same as with n_systems=1
+    np.testing.assert_array_equal(two[single], one[single])
+    probabilities = fitted.system_predictor_.predict_proba(rows)
+    top2 = fitted.system_predictor_.classes_[np.argsort(-probabilities, axis=1)[:, :2]]
+    for row in np.flatnonzero(two_systems.refined_):
+        assert two_systems.refined_systems_[row] in top2[row]
+    assert set(two_systems.refined_systems_[~two_systems.refined_]) <= {""}
+    with pytest.raises(ValueError, match="n_systems"):
+        clone(fitted).set_params(n_systems=0).fit(frame)
