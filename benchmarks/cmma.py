@@ -64,7 +64,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -152,45 +151,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- data -----------------------------------------------------------------------------------
-def load_csv(path: Path):
-    """Frame of a CDVAE-schema CSV anywhere on disk, via the MP-20 loader (parsing, targets)."""
-    from skmat.datasets import fetch_mp20
-
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise SystemExit(f"no such file: {path}")
-    suffix = ".csv.gz" if path.name.endswith(".gz") else ".csv"
-    with tempfile.TemporaryDirectory() as home:
-        # the loader reads <home>/mp_20/<split>.csv: point it at the file without copying it
-        (Path(home) / "mp_20").mkdir()
-        os.symlink(path, Path(home) / "mp_20" / f"val{suffix}")
-        return fetch_mp20(split="val", data_home=home, errors="skip").frame
-
-
 def load_data(args: argparse.Namespace):
-    """Training and test frames after the split and subsampling (as ``benchmarks/unimat.py``)."""
-    from skmat.datasets import fetch_mp20
+    """Training and test frames after the split and subsampling of ``benchmarks/unimat.py`` (its code)."""
+    import importlib.util
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # CIF rounding notices
-        train = load_csv(args.train) if args.train else fetch_mp20(split="val", data_home=args.data_home).frame
-        test = load_csv(args.test) if args.test else None
-    rng = np.random.default_rng(args.seed)
-    if test is None:
-        order = rng.permutation(len(train))
-        n_test = int(round(0.2 * len(train)))
-        train, test = train.iloc[order[n_test:]], train.iloc[order[:n_test]]
-        split = "80/20 of the training file, seeded permutation"
-    else:
-        split = "given test file"
-    if args.n_train is not None and args.n_train < len(train):
-        train = train.iloc[np.sort(rng.choice(len(train), args.n_train, replace=False))]
-    if args.n_test is not None and args.n_test < len(test):
-        test = test.iloc[np.sort(rng.choice(len(test), args.n_test, replace=False))]
+    # the split must be unimat's, row for row: load its function instead of keeping a copy
+    spec = importlib.util.spec_from_file_location("benchmark_unimat", Path(__file__).resolve().parent / "unimat.py")
+    unimat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unimat)
+    train, test, split = unimat.load_data(args)
     missing = [t for t in TARGETS if t not in train.columns or t not in test.columns]
     if missing:
         raise SystemExit(f"the data lack the target columns {missing}")
-    return train.reset_index(drop=True), test.reset_index(drop=True), split
+    return train, test, split
 
 
 def _sentence_vectors(texts: list[str], model_name: str = "all-MiniLM-L6-v2") -> np.ndarray:
