@@ -283,15 +283,15 @@ def run(args: argparse.Namespace) -> dict:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CIF rounding notices
-        X, y = fetch_mp20(data_home=args.data_home, return_X_y=True, target="crystal_system")
-    mp20_frame = fetch_mp20(data_home=args.data_home).frame
+        mp20_frame = fetch_mp20(data_home=args.data_home).frame
+    y = mp20_frame["crystal_system"].to_numpy()
     # the 80/20 split of benchmarks/unimat.py: the first 20 % of a seeded permutation is the test
-    order = np.random.default_rng(args.seed).permutation(len(X))
-    n_test = int(round(0.2 * len(X)))
+    order = np.random.default_rng(args.seed).permutation(len(mp20_frame))
+    n_test = int(round(0.2 * len(mp20_frame)))
     train_rows, test_rows = order[n_test:][: args.n_train], order[:n_test][: args.n_sim_test]
-    structures = list(X["structure"])
+    structures = list(mp20_frame["structure"])
     train_structures = [structures[i] for i in train_rows]
-    y_train, y_sim = np.asarray(y)[train_rows], np.asarray(y)[test_rows]
+    y_train, y_sim = y[train_rows], y[test_rows]
     sg_train = mp20_frame["spacegroup"].to_numpy()[train_rows]
     sg_sim = mp20_frame["spacegroup"].to_numpy()[test_rows]
 
