@@ -25,7 +25,6 @@ import sqlite3
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -488,7 +487,3 @@ def _frame_from_cells(kept: pd.DataFrame, cells: list[dict]) -> pd.DataFrame:
         [c["space_group_number"] for c in cells], [c["database_space_group_number"] for c in cells],
     )
 
-
-def _describe_skips(skipped: pd.DataFrame) -> dict[str, Any]:
-    """Counts of skip reasons, grouped by their first words (for reports)."""
-    return skipped["reason"].str.split(":").str[0].value_counts().to_dict()
