@@ -807,7 +807,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     def _measured_peaks(self, x, y, w, label, view: str):
         from skmat._inputs import is_missing
         from skmat.features.indexing import find_peaks
-        from skmat.features.measured import _bin_means, _clean_measurement, _measurement_wavelength
+        from skmat.features._powder import _bin_means, _clean_measurement, _measurement_wavelength
 
         lam = _measurement_wavelength(self.wavelength if is_missing(w) else w, label, view)
         try:

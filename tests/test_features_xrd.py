@@ -59,6 +59,14 @@ def test_broadened_patterns_equal_pymatgen_sticks_broadened(structures, referenc
         assert np.abs(patterns[row] - reference).max() <= 1e-3
 
 
+def test_wavelength_table_is_pymatgens():
+    # skmat.features._powder keeps a copy (resolving "CuKa" must not import pymatgen's
+    # diffraction module, which imports matplotlib): it must not drift from the original
+    from pymatgen.analysis.diffraction.xrd import WAVELENGTHS as PYMATGEN_WAVELENGTHS
+
+    assert WAVELENGTHS == PYMATGEN_WAVELENGTHS
+
+
 @pytest.mark.parametrize("wavelength", ["MoKa", "CrKb1", 1.2, 2])
 def test_other_wavelengths_equal_pymatgen(structures, wavelength):
     for structure in structures[:6]:

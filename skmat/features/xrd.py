@@ -18,14 +18,26 @@ from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.fft
-from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS, WAVELENGTHS
+from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS
 from pymatgen.core.periodic_table import Element
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 
 from skmat._inputs import row_labels, to_frame
 from skmat.exceptions import InvalidInputError
 from skmat.features._base import BaseFeaturizer
+
+# the wavelength table and the broadening live in the numpy-only core (``skmat identify`` needs
+# them without this module's pymatgen and scikit-learn); this module is their documented home
+from skmat.features._powder import (  # noqa: F401  (re-exported)
+    FINE_STEPS_PER_FWHM,
+    GAUSSIAN_CUTOFF_SIGMAS,
+    PEAK_SHAPES,
+    WAVELENGTHS,
+    _broaden_on_grid,
+    _check_two_theta_range,
+    broaden,
+    resolve_wavelength,
+)
 
 __all__ = ["WAVELENGTHS", "XRDPattern", "broaden", "compute_peaks"]
 
@@ -34,20 +46,8 @@ TWO_THETA_TOL = 1e-5
 #: Merged peaks below this fraction of the strongest are numerical zeros of systematic
 #: absences and are dropped (pymatgen's ``SCALED_INTENSITY_TOL`` of 1e-3 on a 0-100 scale).
 RELATIVE_INTENSITY_TOL = 1e-5
-#: Fine-grid steps per FWHM used by :func:`broaden`. Linear deposition between fine bins shifts
-#: weight by at most half a step; its relative error at a peak top is about
-#: ``0.7 (step / fwhm)**2`` (Gaussian) and ``(step / fwhm)**2`` (Lorentzian), so 40 keeps it
-#: below 1e-3.
-FINE_STEPS_PER_FWHM = 40
-#: Gaussian kernels are cut at this many standard deviations (exp(-18) ~ 1.5e-8).
-GAUSSIAN_CUTOFF_SIGMAS = 6.0
-#: :func:`broaden` convolves by FFT when (deposited weights x kernel length) exceeds this
-#: times (fine points per bin x FFT length): the measured break-even of the two evaluations.
-_FFT_COST_FACTOR = 1.0
 #: Constant of the Cromer-Mann-like fit of the atomic scattering factor used by pymatgen.
 _FORM_FACTOR_PREFACTOR = 41.78214
-
-PEAK_SHAPES = ("gaussian", "lorentzian", "pseudo_voigt")
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,25 +58,6 @@ def _element_scattering(symbol: str) -> tuple[int, np.ndarray]:
     except KeyError:
         raise ValueError(f"no X-ray scattering coefficients for element {symbol!r}") from None
     return Element(symbol).Z, np.asarray(coefficients, dtype=float)
-
-
-def resolve_wavelength(wavelength: str | float) -> float:
-    """Wavelength in Å of a radiation name in :data:`WAVELENGTHS` (e.g. ``"CuKa"``) or a number.
-
-    Examples
-    --------
-    >>> resolve_wavelength("MoKa")
-    0.71073
-    >>> resolve_wavelength(1.5)
-    1.5
-    """
-    if isinstance(wavelength, str):
-        if wavelength not in WAVELENGTHS:
-            raise ValueError(f"unknown radiation {wavelength!r}; known: {sorted(WAVELENGTHS)}")
-        return WAVELENGTHS[wavelength]
-    if isinstance(wavelength, Real) and not isinstance(wavelength, bool) and wavelength > 0:
-        return float(wavelength)
-    raise ValueError(f"wavelength must be a radiation name or a positive number in Å, got {wavelength!r}")
 
 
 class _Scatterers(NamedTuple):
@@ -300,165 +281,6 @@ def _peaks_of_scatterers(
 
 
 # --------------------------------------------------------------------------------------------
-# Broadening
-# --------------------------------------------------------------------------------------------
-
-
-def _peak_profile(offset: np.ndarray, fwhm: float, shape: str, eta: float) -> np.ndarray:
-    """Unit-area peak profile at *offset* (degrees) from the peak centre."""
-    gamma = fwhm / 2
-    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
-    if shape == "gaussian":
-        return np.exp(-0.5 * (offset / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-    lorentzian = gamma / (np.pi * (offset * offset + gamma * gamma))
-    if shape == "lorentzian":
-        return lorentzian
-    gaussian = np.exp(-0.5 * (offset / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-    return eta * lorentzian + (1 - eta) * gaussian
-
-
-@functools.lru_cache(maxsize=32)
-def _broadening_plan(n_bins: int, step: float, fwhm: float, shape: str, eta: float):
-    """Kernel tables for :func:`broaden`, shared by every pattern on the same grid.
-
-    The fine grid has ``oversample`` points per output bin. A stick deposited on fine point
-    ``m * oversample + p`` reaches output bin ``j`` with weight ``kernel[p, j - m + reach]``:
-    the convolution on the fine grid, evaluated only where the output needs it (polyphase).
-    """
-    oversample = max(1, math.ceil(step * FINE_STEPS_PER_FWHM / fwhm))
-    if shape == "gaussian":
-        sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
-        reach = math.ceil(GAUSSIAN_CUTOFF_SIGMAS * sigma / step) + 1
-    else:
-        # Lorentzian tails fall as 1/x²: keep the whole grid within reach of every stick on it
-        reach = n_bins
-    offsets = np.arange(-reach, reach + 1) * step  # output bin minus coarse bin of the stick
-    phases = np.arange(oversample) * (step / oversample)
-    kernel = _peak_profile(offsets[None, :] - phases[:, None], fwhm, shape, eta)
-    # circular convolution aliases only into output indices below 2 reach when n_fft >= n + 2 reach - 1
-    n_fft = scipy.fft.next_fast_len(n_bins + 2 * reach, real=True)
-    # rfft of each phase's kernel, placed so that kernel[p, 0] sits at index 0
-    spectra = scipy.fft.rfft(kernel, n=n_fft, axis=1)
-    return oversample, reach, kernel, n_fft, spectra
-
-
-def broaden(
-    two_theta: np.ndarray,
-    intensity: np.ndarray,
-    grid: np.ndarray,
-    fwhm: float,
-    shape: str = "gaussian",
-    eta: float = 0.5,
-) -> np.ndarray:
-    """Continuous pattern on *grid* from sticks, each spread into a peak of width *fwhm*.
-
-    Each stick is split between its two neighbouring points of a fine grid (linear
-    interpolation, ``FINE_STEPS_PER_FWHM`` points per FWHM), and the fine histogram is
-    convolved with the unit-area peak profile and read at the points of *grid*. The cost does
-    not grow with the number of points times the number of peaks, as a sum of dense
-    profiles would. The result is within 1e-3 (relative to the tallest peak) of the exact sum
-    of profiles.
-
-    Parameters
-    ----------
-    two_theta : array-like of shape (n_peaks,)
-        Peak positions (degrees). Sticks further outside *grid* than the kernel reaches
-        (6σ for a Gaussian, the width of the grid otherwise) are ignored.
-    intensity : array-like of shape (n_peaks,)
-        Peak areas.
-    grid : array-like of shape (n_bins,)
-        Evenly spaced, increasing 2θ values.
-    fwhm : float
-        Full width at half maximum of every peak, in degrees.
-    shape : {"gaussian", "lorentzian", "pseudo_voigt"}, default="gaussian"
-        Peak profile; the pseudo-Voigt is ``eta * lorentzian + (1 - eta) * gaussian`` with the
-        same FWHM.
-    eta : float, default=0.5
-        Lorentzian fraction of the pseudo-Voigt profile.
-
-    Returns
-    -------
-    ndarray of shape (n_bins,)
-        Intensity density (per degree) on *grid*.
-
-    Examples
-    --------
-    >>> grid = np.linspace(10, 20, 101)
-    >>> pattern = broaden(np.array([15.0]), np.array([1.0]), grid, fwhm=0.5)
-    >>> float(grid[pattern.argmax()]), round(float(pattern.sum() * 0.1), 3)
-    (15.0, 1.0)
-    """
-    grid = np.asarray(grid, dtype=float)
-    two_theta = np.asarray(two_theta, dtype=float).ravel()
-    intensity = np.asarray(intensity, dtype=float).ravel()
-    if grid.ndim != 1 or len(grid) < 2:
-        raise ValueError("grid must be a 1-D array of at least 2 points")
-    step = (grid[-1] - grid[0]) / (len(grid) - 1)
-    if not step > 0 or not np.allclose(np.diff(grid), step, rtol=1e-6, atol=0):
-        raise ValueError("grid must be evenly spaced and increasing")
-    if two_theta.shape != intensity.shape:
-        raise ValueError(f"two_theta and intensity differ in length: {two_theta.shape} vs {intensity.shape}")
-    if not fwhm > 0:
-        raise ValueError(f"fwhm must be positive, got {fwhm}")
-    if shape not in PEAK_SHAPES:
-        raise ValueError(f"shape must be one of {PEAK_SHAPES}, got {shape!r}")
-    return _broaden_on_grid(two_theta, intensity, grid[0], step, len(grid), fwhm, shape, eta)
-
-
-def _broaden_on_grid(
-    two_theta: np.ndarray,
-    intensity: np.ndarray,
-    start: float,
-    step: float,
-    n_bins: int,
-    fwhm: float,
-    shape: str,
-    eta: float,
-    force_fft: bool | None = None,
-) -> np.ndarray:
-    """:func:`broaden` on the grid ``start + step * arange(n_bins)``, without input checks.
-
-    ``force_fft`` picks the evaluation of the convolution (tests compare the two); by default
-    the cheaper one is used.
-    """
-    oversample, reach, kernel, n_fft, spectra = _broadening_plan(
-        n_bins, float(step), float(fwhm), shape, float(eta) if shape == "pseudo_voigt" else 0.0
-    )
-    if len(two_theta) == 0:
-        return np.zeros(n_bins)
-
-    # Deposit: fine index f = position in fine steps, shared linearly by f0 and f0 + 1
-    fine = (two_theta - start) * (oversample / step)
-    lower = np.floor(fine)
-    upper_share = fine - lower
-    fine_index = np.concatenate([lower, lower + 1]).astype(np.int64)
-    weight = np.concatenate([intensity * (1 - upper_share), intensity * upper_share])
-    coarse, phase = np.divmod(fine_index, oversample)
-    # shift so that every coarse bin within reach of the grid has a non-negative index
-    coarse = coarse + reach
-    inside = (coarse >= 0) & (coarse < n_bins + 2 * reach) & (weight != 0)
-    coarse, phase, weight = coarse[inside], phase[inside], weight[inside]
-
-    width = 2 * reach + 1
-    use_fft = len(weight) * width > _FFT_COST_FACTOR * oversample * n_fft if force_fft is None else force_fft
-    if not use_fft:
-        # few sticks: scatter each one's kernel row directly (out index = coarse + offset)
-        targets = coarse[:, None] + np.arange(width)[None, :]
-        full = np.bincount(
-            targets.ravel(), weights=(weight[:, None] * kernel[phase]).ravel(), minlength=n_bins + 4 * reach
-        )
-    else:
-        # long kernels: the same sum as one FFT convolution per phase, summed in frequency space
-        histogram = np.zeros((oversample, n_fft))
-        np.add.at(histogram, (phase, coarse), weight)
-        full = scipy.fft.irfft((scipy.fft.rfft(histogram, axis=1) * spectra).sum(axis=0), n=n_fft)
-        # FFT round-off leaves ~1e-9 negatives between peaks; intensities are never negative
-        np.maximum(full, 0.0, out=full)
-    # stick on coarse bin c (shifted by reach) at kernel column d lands at output c + d - 2 reach
-    return full[2 * reach : 2 * reach + n_bins]
-
-
-# --------------------------------------------------------------------------------------------
 # scikit-learn transformer
 # --------------------------------------------------------------------------------------------
 
@@ -500,18 +322,6 @@ def _feature_names(grid: np.ndarray) -> np.ndarray:
         if len(set(names)) == len(names):
             break
     return np.asarray(names, dtype=object)
-
-
-def _check_two_theta_range(two_theta_range: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(t) for t in two_theta_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"two_theta_range must be a pair of numbers, got {two_theta_range!r}") from None
-    if not 0 <= lo < hi <= 180:
-        raise ValueError(
-            f"two_theta_range must satisfy 0 <= low < high <= 180 degrees, got {two_theta_range!r}"
-        )
-    return lo, hi
 
 
 class XRDPattern(BaseFeaturizer):
