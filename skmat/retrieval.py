@@ -16,59 +16,16 @@ queries against 10,000 items never hold the full 10,000 x 10,000 matrix in memor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from skmat._cosine import _normalized_embeddings, _query_blocks, top_k
 from skmat.exceptions import InvalidInputError
 
 __all__ = ["LatentIndex", "rank_of_true", "recall_at_k"]
-
-# Default size of one block of the similarity matrix: 2**22 float32 entries = 16 MiB (selecting
-# the top k adds an int64 index array of the same shape), whatever the database size.
-_BLOCK_ENTRIES = 1 << 22
-
-
-def _normalized_embeddings(embeddings: Any, name: str, n_features: int | None = None) -> np.ndarray:
-    """Validate a (n, d) embedding matrix and scale its rows to unit length (float32).
-
-    Rows with NaN/inf (e.g. a missing view from ``MultiModalAligner.embed``) or zero length
-    have no direction, so they cannot be compared by cosine similarity: they are rejected,
-    naming the row.
-    """
-    try:
-        array = np.asarray(embeddings, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a numeric array: {exc}", view=name) from exc
-    if array.ndim != 2:
-        raise InvalidInputError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}", view=name)
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise InvalidInputError(f"{name} is empty (shape {array.shape})", view=name)
-    if n_features is not None and array.shape[1] != n_features:
-        raise InvalidInputError(
-            f"{name} has {array.shape[1]} features, the database has {n_features}", view=name
-        )
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise InvalidInputError(f"{name} contains NaN or inf (a missing view?)", row=bad, view=name)
-    norms = np.linalg.norm(array, axis=1)
-    if not (norms > 0).all():
-        bad = int(np.flatnonzero(~(norms > 0))[0])
-        raise InvalidInputError(f"{name} has a zero vector: its cosine similarity is undefined", row=bad, view=name)
-    return array / norms[:, None]
-
-
-def _query_blocks(n_queries: int, n_database: int, block_size: int | None) -> Iterator[slice]:
-    """Slices of query rows, each small enough that its similarity block fits the budget."""
-    if block_size is None:
-        block_size = max(1, _BLOCK_ENTRIES // max(n_database, 1))
-    for start in range(0, n_queries, block_size):
-        yield slice(start, min(start + block_size, n_queries))
-
 
 def _true_partners(true_index: Any, n_queries: int, n_database: int) -> np.ndarray:
     """Database row of each query's true partner (default: the same row)."""
@@ -288,20 +245,7 @@ class LatentIndex(BaseEstimator):
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n_database:
             raise ValueError(f"k must be an integer in [1, {n_database}] (the database size), got {k!r}")
         queries = _normalized_embeddings(embeddings, "embeddings", n_features=self.n_features_in_)
-        rows_out = np.empty((len(queries), k), dtype=np.int64)
-        scores_out = np.empty((len(queries), k), dtype=np.float32)
-        for rows in _query_blocks(len(queries), n_database, self.block_size):
-            similarity = queries[rows] @ self.embeddings_.T
-            if k < n_database:
-                # O(n) selection of the k best, then a sort of just those k
-                candidates = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-            else:
-                candidates = np.broadcast_to(np.arange(n_database), similarity.shape)
-            candidate_scores = np.take_along_axis(similarity, candidates, axis=1)
-            # sort by descending score, then ascending row, so equal scores come out in a fixed order
-            order = np.lexsort((candidates, -candidate_scores), axis=1)
-            rows_out[rows] = np.take_along_axis(candidates, order, axis=1)
-            scores_out[rows] = np.take_along_axis(candidate_scores, order, axis=1)
+        rows_out, scores_out = top_k(queries, self.embeddings_, k, block_size=self.block_size)
         return self.ids_[rows_out], scores_out
 
     def __sklearn_tags__(self):

@@ -78,7 +78,7 @@ class ReferenceIndex:
         for name in ("formulas", "crystal_systems", "sources", *_ARRAYS, "structure_embeddings"):
             if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, ids has {n}")
-        self._searchers: dict = {}
+        self._unit_embeddings: dict = {}  # "xrd"/"structure" -> float32 rows of unit length, made on first search
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,17 +101,22 @@ class ReferenceIndex:
         scores : ndarray of float32, shape (n_queries, k)
             Cosine similarities.
         """
-        from skmat.retrieval import LatentIndex
+        from skmat._cosine import _normalized_embeddings, top_k
 
         if against not in ("structure", "xrd"):
             raise ValueError(f"against must be 'structure' or 'xrd', got {against!r}")
         if getattr(self, f"{against}_embeddings") is None:
             raise ValueError("this index holds no structure embeddings (build_index(..., structure_view=True))")
-        if against not in self._searchers:
+        if against not in self._unit_embeddings:
+            # LatentIndex's own kernel, without the estimator around it (and its scikit-learn import)
             database = getattr(self, f"{against}_embeddings").astype(np.float32)
-            self._searchers[against] = LatentIndex().fit(database)
+            self._unit_embeddings[against] = _normalized_embeddings(database, "embeddings")
+        database = self._unit_embeddings[against]
         k = max(1, min(int(k), len(self)))
-        return self._searchers[against].query(np.asarray(embeddings, dtype=np.float32), k=k)
+        queries = _normalized_embeddings(
+            np.asarray(embeddings, dtype=np.float32), "embeddings", n_features=database.shape[1]
+        )
+        return top_k(queries, database, k)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
@@ -186,7 +191,7 @@ class ReferenceIndex:
         fwhm : float, default=0.15
             Peak width, degrees 2θ.
         """
-        from skmat.features.xrd import broaden
+        from skmat.features._powder import broaden
 
         grid = np.asarray(two_theta, dtype=float)
         out = np.zeros((len(rows), len(grid)), dtype=np.float32)
