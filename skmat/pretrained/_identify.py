@@ -93,7 +93,7 @@ def read_pattern(path: str | os.PathLike) -> MeasuredPattern:
     >>> pattern.wavelength, pattern.header["NAMES"], len(pattern.two_theta)
     (1.541838, 'Quartz', 4250)
     """
-    from skmat.features.measured import read_xy
+    from skmat.features._powder import read_xy
 
     path = Path(path)
     label = str(path)
@@ -334,7 +334,7 @@ def search_references(
     *similarity*, ``f(patterns, references, two_theta) -> (n_patterns, n_references)``,
     replaces that function.
     """
-    from skmat.features.measured import remove_background
+    from skmat.features._powder import remove_background
 
     similarity_of = similarity if similarity is not None else _pattern_similarity()
     if shortlist <= 0 or similarity_of is None:
@@ -400,47 +400,36 @@ def identify(
     >>> len(answer.matches), sorted(answer.lattice)[:3]
     (3, ['a', 'a_scaled', 'alpha'])
     """
-    import pandas as pd
-
-    from skmat.features.measured import MeasuredXRD
-    from skmat.pretrained._registry import load_index, shared_model
+    from skmat.features._powder import _check_two_theta_range, measured_on_grid
+    from skmat.pretrained._registry import load_index, shared_network
 
     top = int(top)
     if top < 1:
         raise InvalidInputError(f"top must be >= 1, got {top}", view="top")
     measurements = _as_measurements(patterns, wavelength)
     compositions = _compositions(composition, len(measurements))
-    classifier = shared_model(model)
-    xrd_encoder = dict(classifier.encoders_)["xrd"]
-    resampler = MeasuredXRD(
-        target_wavelength=xrd_encoder.wavelength,
-        two_theta_range=xrd_encoder.two_theta_range,
-        n_bins=xrd_encoder.n_bins,
-        background=xrd_encoder.background,
+    # the networks run forward without the estimators around them: scikit-learn and skorch
+    # would triple the cold start (skmat.pretrained._inference; load() gives the estimators)
+    classifier = shared_network(model)
+    xrd = classifier.xrd_settings()
+    lo, hi = _check_two_theta_range(xrd["two_theta_range"])
+    grid = np.linspace(lo, hi, int(xrd["n_bins"]))
+    # what MeasuredXRD(target_wavelength=..., two_theta_range=..., n_bins=..., background=...) gives
+    grid_patterns = measured_on_grid(
+        [(label, x, y, used, "intensity") for label, x, y, used in measurements],
+        grid,
+        xrd["wavelength"],
+        background=xrd["background"],
     )
-    frame = pd.DataFrame(
-        {
-            "material_id": [label for label, *_ in measurements],
-            "two_theta": [x for _, x, _, _ in measurements],
-            "intensity": [y for _, _, y, _ in measurements],
-            "wavelength": [w for *_, w in measurements],
-        }
-    )
-    grid_patterns = resampler.fit_transform(frame)
-    views = pd.DataFrame({"xrd": list(grid_patterns), "composition": pd.Series(compositions, dtype=object)})
-    if "composition" not in classifier.views_:
-        views = views.drop(columns=["composition"])
-    previous = classifier.aligner.transform_views
-    try:
-        classifier.set_params(aligner__transform_views=tuple(v for v in ("xrd", "composition") if v in classifier.views_))
-        probabilities = classifier.predict_proba(views)
-        lattice = classifier.predict_auxiliary(views)
-    finally:
-        classifier.set_params(aligner__transform_views=previous)
-    align = shared_model(aligner)
+    views = {"xrd": list(grid_patterns)}
+    if "composition" in classifier.views_:
+        views["composition"] = compositions
+    outputs = classifier.head_outputs(views)
+    probabilities = classifier.predict_proba(outputs)
+    lattice = classifier.predict_auxiliary(outputs)
+    align = shared_network(aligner)
     index = load_index(aligner)
-    embedded = align.embed(pd.DataFrame({"xrd": list(grid_patterns)}), view="xrd")
-    grid = resampler.two_theta_grid()
+    embedded = align.embed(list(grid_patterns), view="xrd")
     rows, scores = search_references(index, embedded, grid_patterns, grid, k=min(top, len(index)), shortlist=shortlist)
     names = list(LATTICE_NAMES)[: lattice.shape[1]]
     answers = []

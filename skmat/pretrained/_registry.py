@@ -113,17 +113,18 @@ def load(name: str, *, device: str | None = "cpu") -> Any:
     return load_model(model_path(name), device=device)
 
 
-def shared_model(name: str) -> Any:
-    """The CPU model *name*, read once per process (for :func:`~skmat.pretrained.identify`,
-    which only predicts with it; :func:`load` gives a copy of one's own)."""
-    return _model_cached(str(model_path(name)))
+def shared_network(name: str):
+    """The model *name* read for prediction only (:class:`~skmat.pretrained._inference.InferenceModel`),
+    once per process: what :func:`~skmat.pretrained.identify` runs, without the estimator's
+    scikit-learn and skorch imports (see :mod:`skmat.pretrained._inference`)."""
+    return _network_cached(str(model_path(name)))
 
 
 @lru_cache(maxsize=8)
-def _model_cached(folder: str) -> Any:
-    from skmat.persist import load as load_model
+def _network_cached(folder: str):
+    from skmat.pretrained._inference import InferenceModel
 
-    return load_model(folder, device="cpu")
+    return InferenceModel(folder)
 
 
 def load_index(name: str = "structure-xrd-composition"):
