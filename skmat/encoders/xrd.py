@@ -49,6 +49,11 @@ class XRDEncoder(_NeuralViewEncoder):
     background : {"rolling_ball", "polynomial"} or None, default=None
         Baseline removed from every pattern (given, simulated or augmented), identically at
         fit and transform (:func:`~skmat.features.measured.remove_background`).
+    intensity_scale : {"linear", "sqrt"}, default="linear"
+        Intensities the network reads, after the scaling to a maximum of 1 and the background
+        removal (:func:`~skmat.features.measured.scale_intensity`). ``"sqrt"`` transfers
+        better from simulated to measured patterns (measured on RRUFF: see
+        ``benchmarks/measured_xrd.py`` and ``docs/results.md``).
 %(training)s
 
     Examples
@@ -74,6 +79,7 @@ class XRDEncoder(_NeuralViewEncoder):
         memory=None,
         augment=False,
         background: str | None = None,
+        intensity_scale: str = "linear",
         max_epochs: int = 30,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -96,6 +102,7 @@ class XRDEncoder(_NeuralViewEncoder):
         self.memory = memory
         self.augment = augment
         self.background = background
+        self.intensity_scale = intensity_scale
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -123,6 +130,7 @@ class XRDEncoder(_NeuralViewEncoder):
 
     def _prepare(self, frame, view, *, fit):
         from skmat._training import PreparedView
+        from skmat.features._powder import scale_intensity
 
         present, arrays = self._array_cells(frame, view, lambda a: (self.n_bins,))
         patterns = np.zeros((len(frame), self.n_bins), dtype=np.float32)
@@ -146,6 +154,7 @@ class XRDEncoder(_NeuralViewEncoder):
 
             lo, hi = self.two_theta_range
             patterns = remove_background(patterns, self.background, step=(hi - lo) / (self.n_bins - 1))
+        patterns = scale_intensity(patterns, self.intensity_scale)
         if fit:
             self._fit_augmenter(has_structure, structures)
         return PreparedView(patterns[present], present)
@@ -195,6 +204,7 @@ class XRDEncoder(_NeuralViewEncoder):
                 np.random.default_rng(seed),
                 self.background,
                 (hi - lo) / (self.n_bins - 1),
+                self.intensity_scale,
             )
         )
 
@@ -215,10 +225,10 @@ class XRDEncoder(_NeuralViewEncoder):
 
 class _AugmentedBatches:
     """``collate_fn`` of training batches: the XRD view of rows with a structure is redrawn by
-    the augmenter (fresh every batch, from one seeded generator), then background-corrected as
-    at transform."""
+    the augmenter (fresh every batch, from one seeded generator), then background-corrected and
+    intensity-scaled as at transform."""
 
-    def __init__(self, collate, view, augmenter, augmented_row, rng, background, step):
+    def __init__(self, collate, view, augmenter, augmented_row, rng, background, step, intensity_scale="linear"):
         self.collate = collate
         self.view = view
         self.augmenter = augmenter
@@ -226,11 +236,12 @@ class _AugmentedBatches:
         self.rng = rng
         self.background = background
         self.step = step
+        self.intensity_scale = intensity_scale
 
     def __call__(self, indices):
         import torch
 
-        from skmat.features.measured import remove_background
+        from skmat.features._powder import remove_background, scale_intensity
 
         batch, y = self.collate(indices)
         x, present = batch[self.view]
@@ -238,7 +249,7 @@ class _AugmentedBatches:
         redraw = np.flatnonzero(rows >= 0)
         if len(redraw):
             drawn = self.augmenter.sample(rows[redraw], random_state=self.rng)
-            drawn = remove_background(drawn, self.background, step=self.step)
+            drawn = scale_intensity(remove_background(drawn, self.background, step=self.step), self.intensity_scale)
             x = x.clone()
             x[torch.from_numpy(redraw)] = torch.from_numpy(drawn).to(x.dtype)
             batch.views[self.view] = (x, present)

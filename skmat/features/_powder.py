@@ -656,6 +656,38 @@ def remove_background(
     return (rows[0] if single else rows).astype(np.float32)
 
 
+#: how an XRD encoder scales intensities before its network (``XRDEncoder(intensity_scale=...)``)
+INTENSITY_SCALES = ("linear", "sqrt")
+
+
+def scale_intensity(patterns: np.ndarray, how: str) -> np.ndarray:
+    """Intensities as the network sees them: ``"linear"`` (unchanged) or ``"sqrt"`` (√I).
+
+    √I is the scale of whole-pattern matching (:mod:`skmat.features.matching`): weak
+    reflections, which carry the splitting that tells the crystal systems apart, count more,
+    and the strongest lines, which texture (preferred orientation) distorts most in measured
+    patterns, count less. Negative values (rounding after a background subtraction) become 0.
+
+    Parameters
+    ----------
+    patterns : ndarray of shape (n_bins,) or (n_samples, n_bins)
+    how : {"linear", "sqrt"}
+
+    Returns
+    -------
+    ndarray, float32, same shape (a new array)
+
+    Examples
+    --------
+    >>> scale_intensity(np.array([0.0, 0.25, 1.0]), "sqrt")
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
+    if how not in INTENSITY_SCALES:
+        raise ValueError(f"intensity_scale must be one of {INTENSITY_SCALES}, got {how!r}")
+    array = np.array(patterns, dtype=np.float32)
+    return np.sqrt(np.maximum(array, 0.0)) if how == "sqrt" else array
+
+
 def measured_on_grid(
     measurements: list,
     grid: np.ndarray,

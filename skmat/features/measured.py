@@ -42,6 +42,7 @@ from skmat.features._powder import (  # noqa: F401  (the functions are re-export
     remove_background,
     resample_measured,
     rolling_ball_baseline,
+    scale_intensity,
 )
 from skmat.features.xrd import _feature_names
 
@@ -52,6 +53,7 @@ __all__ = [
     "remove_background",
     "resample_measured",
     "rolling_ball_baseline",
+    "scale_intensity",
 ]
 
 # --------------------------------------------------------------------------------------------

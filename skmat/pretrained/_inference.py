@@ -256,6 +256,12 @@ class InferenceModel:
 
                 lo, hi = encoder.param("two_theta_range")
                 patterns = remove_background(patterns, background, step=(hi - lo) / (n_bins - 1))
+            # model files written before intensity_scale existed read linear intensities
+            scale = encoder.params.get("intensity_scale")
+            if scale is not None:
+                from skmat.features._powder import scale_intensity
+
+                patterns = scale_intensity(patterns, encoder.param("intensity_scale"))
             return patterns, present
         if encoder.cls == "skmat.encoders.CompositionEncoder":
             # CompositionEncoder._prepare: Magpie statistics standardised by the fitted ones
