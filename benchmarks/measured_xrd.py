@@ -106,6 +106,26 @@ def augmented_patterns(structures, *, copies: int, seed: int, n_jobs: int, chunk
     return np.concatenate(parts)
 
 
+def _distort_chunk(structures, seed):
+    # module level for joblib
+    from skmat.features.distortion import triclinic_distortion
+
+    rng = np.random.default_rng(seed)
+    return [triclinic_distortion(s, rng) for s in structures]
+
+
+def triclinic_variants(structures, *, n: int, seed: int, n_jobs: int, chunk_size: int = 100) -> list:
+    """Triclinic variants of *n* of *structures* (seeded draw; draws that stay monoclinic are dropped)."""
+    from joblib import Parallel, delayed
+
+    rng = np.random.default_rng(seed + 7)
+    chosen = [structures[i] for i in np.sort(rng.choice(len(structures), min(n, len(structures)), replace=False))]
+    chunks = [chosen[i : i + chunk_size] for i in range(0, len(chosen), chunk_size)]
+    seeds = np.random.SeedSequence(seed + 7).spawn(len(chunks))
+    parts = Parallel(n_jobs=n_jobs)(delayed(_distort_chunk)(c, s) for c, s in zip(chunks, seeds, strict=True))
+    return [s for part in parts for s in part if s is not None]
+
+
 def load_measured(path: Path | None, data_home: Path):
     """(frame with two_theta/intensity/wavelength, crystal systems, space groups) of the measured set."""
     from skmat.datasets._rruff import read_pattern_set
@@ -153,6 +173,15 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--class-balance", type=float, default=0.0,
         help="mineral rows: repeat rows of class c (n_largest / n_c) ** this many times (0: off, 1: flat)",
+    )
+    parser.add_argument(
+        "--triclinic-distortions", type=int, default=500,
+        help="mineral rows: add this many triclinic variants of kept monoclinic/orthorhombic training "
+        "structures (skmat.features.distortion; 0: none)",
+    )
+    parser.add_argument(
+        "--intensity-scale", choices=["linear", "sqrt"], default="sqrt",
+        help="intensities the CNN reads (XRDEncoder intensity_scale; sqrt measured better, docs/results.md)",
     )
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--verbose", type=int, default=0, help="1 prints skorch's epoch log")
@@ -372,6 +401,21 @@ def run(args: argparse.Namespace) -> dict:
         if any(t in MINERAL_TRAININGS for t in trainings):
             mineral_augmented = with_clean(clean_minerals, mineral_structures, "augmented")
             print(f"AMCSD augmented: {len(mineral_augmented)} patterns in {time.time() - t0:.0f} s", flush=True)
+            distorted_augmented = np.zeros((0, len(grid)), dtype=np.float32)
+            if args.triclinic_distortions:
+                # parents: the monoclinic and orthorhombic structures that leak control keeps (so
+                # no variant of a test mineral enters any row's training)
+                t0 = time.time()
+                lower = ("monoclinic", "orthorhombic")
+                parents = [s for s, c, leak in zip(train_structures, y_train, leaked_mp20, strict=True) if c in lower and not leak]
+                parents += [
+                    s for s, c, leak in zip(mineral_structures, mineral_systems, leaked_minerals, strict=True)
+                    if c in lower and not leak
+                ]
+                distorted = triclinic_variants(parents, n=args.triclinic_distortions, seed=args.seed, n_jobs=args.n_jobs)
+                distorted_augmented = with_clean(simulate.transform(distorted), distorted, "augmented")
+                results["triclinic_distortions"] = {"parents": len(parents), "made": len(distorted)}
+                print(f"triclinic variants: {len(distorted)} structures in {time.time() - t0:.0f} s", flush=True)
 
     for config in args.configs:
         training, background = config.split(":")
@@ -421,8 +465,15 @@ def run(args: argparse.Namespace) -> dict:
             if space_group_labels:
                 labels = np.repeat(np.r_[sg_train[keep_mp20], mineral_groups[keep_minerals]], copies).astype(int)
             else:
+                # the triclinic variants (space-group rows go without: their groups are not drawn)
+                patterns = np.concatenate([patterns, distorted_augmented])
                 labels = np.repeat(np.r_[y_train[keep_mp20], mineral_systems[keep_minerals]], copies)
-            row |= {"mp20_structures": int(keep_mp20.sum()), "amcsd_structures": int(keep_minerals.sum())}
+                labels = np.r_[labels, np.full(len(distorted_augmented), "triclinic", dtype=object)]
+            row |= {
+                "mp20_structures": int(keep_mp20.sum()),
+                "amcsd_structures": int(keep_minerals.sum()),
+                "triclinic_variants": 0 if space_group_labels else len(distorted_augmented) // copies,
+            }
             if args.class_balance and not space_group_labels:
                 patterns, labels = rebalanced(patterns, labels, args.class_balance)
                 row["class_balance"] = args.class_balance
@@ -430,7 +481,8 @@ def run(args: argparse.Namespace) -> dict:
         encoder = XRDEncoder(
             # every epoch, no early stopping: the validation cross-entropy rises while accuracy still
             # improves (measured on MP-20 XRD), and the measured set must not steer training anyway
-            max_epochs=epochs, random_state=args.seed, validation_fraction=0.0, patience=0, verbose=args.verbose
+            max_epochs=epochs, random_state=args.seed, validation_fraction=0.0, patience=0, verbose=args.verbose,
+            intensity_scale=args.intensity_scale,
         )
         encoder.fit(pd.DataFrame({"xrd": list(patterns)}), labels)
         fit_seconds = time.time() - t0

@@ -42,7 +42,7 @@ def run(data_home, tmp_path_factory):
         "--configs", "plain:none", "grown:none", "augmented:rolling_ball", "minerals:none", "minerals_sg:none",
         "nearest:none", "nearest_noleak:none",
         "--amcsd-database", str(folder / "amcsd.db"), "--cache-home", str(folder),
-        "--json", str(out), "--figure", str(folder / "confusion.png"),
+        "--json", str(out), "--figure", str(folder / "confusion.png"), "--triclinic-distortions", "6",
     ]  # fmt: skip
     return module, module.main(argv), out
 
@@ -99,3 +99,15 @@ def test_the_recipe_used_is_recorded_and_the_table_lists_every_row(run):
     table = module.render_table(result)
     for row in result["rows"]:
         assert f"| {row['training']} | {row['background']} | {module._percent(row['simulated_accuracy'])} |" in table
+
+
+def test_triclinic_variants_join_the_crystal_system_trainings_only(run):
+    _, result, out = run
+    made = result["triclinic_distortions"]["made"]
+    # the 40 MP-20 + 28 AMCSD rows hold monoclinic and orthorhombic parents; a draw may fail
+    assert 1 <= made <= 6 and result["triclinic_distortions"]["parents"] >= 6
+    rows = {row["training"]: row for row in result["rows"]}
+    assert rows["minerals"]["triclinic_variants"] == made
+    assert rows["minerals_sg"]["triclinic_variants"] == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["triclinic_distortions"] == 6 and settings["intensity_scale"] == "sqrt"
