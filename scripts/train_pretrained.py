@@ -54,8 +54,12 @@ RECIPE: dict = {
         "n_mp20": None,  # subsample the training rows (None: all)
         "n_amcsd": None,
         "n_eval": None,  # subsample the held-out rows scored on the card
+        # triclinic variants of this many monoclinic/orthorhombic training structures
+        # (skmat.features.distortion: the minerals hold few triclinic crystals, measured sets many)
+        "triclinic_variants": 500,
     },
-    "xrd": {"n_bins": 1701, "channels": (16, 32, 64, 64, 128, 128), "out_dim": 128},
+    # √I: better transfer to measured patterns (benchmarks/measured_xrd.py, docs/results.md)
+    "xrd": {"n_bins": 1701, "channels": (16, 32, 64, 64, 128, 128), "out_dim": 128, "intensity_scale": "sqrt"},
     "composition": {"hidden_dims": (256, 256), "out_dim": 128},
     "structure": {"architecture": "cgcnn", "hidden_dim": 64, "n_layers": 3, "out_dim": 128},
     # XRDAugmenter parameters ({} = its defaults: noise, background, zero shift, broadening, ...)
@@ -88,7 +92,7 @@ RECIPE: dict = {
 
 #: ``--quick``: a development placeholder (minutes on 2 cores), never a model to trust
 QUICK: dict = {
-    "data": {"n_mp20": 600, "n_amcsd": 400, "n_eval": 300},
+    "data": {"n_mp20": 600, "n_amcsd": 400, "n_eval": 300, "triclinic_variants": 30},
     "classifier": {"max_epochs": 2},
     "aligner": {"max_epochs": 2},
     "index": {"n_queries": 300},
@@ -218,7 +222,40 @@ def load_frames(recipe: dict, data_home: Path, log) -> dict:
     if not parts:
         raise SystemExit("the recipe trains on no data (data.mp20 and data.amcsd are both off)")
     train = pd.concat(parts, ignore_index=True)
+    if data.get("triclinic_variants"):
+        train = pd.concat([train, triclinic_rows(train, data["triclinic_variants"], seed, log)], ignore_index=True)
+        sources["triclinic_variants"] = {
+            "rows": int((train["source"] == "triclinic_variants").sum()),
+            "of": int(data["triclinic_variants"]),
+            "split": "triclinic variants of monoclinic/orthorhombic training rows (skmat.features.distortion)",
+        }
     return {"train": train, "held_out": held, "sources": sources}
+
+
+def triclinic_rows(train, n: int, seed: int, log):
+    """Training rows of triclinic variants of *n* monoclinic/orthorhombic training structures."""
+    import pandas as pd
+
+    from skmat.features.distortion import triclinic_distortion
+
+    start = time.perf_counter()
+    parents = np.flatnonzero(train["crystal_system"].isin(["monoclinic", "orthorhombic"]).to_numpy())
+    rng = np.random.default_rng(seed + 7)
+    chosen = np.sort(rng.choice(parents, min(n, len(parents)), replace=False))
+    made = [(i, triclinic_distortion(train["structure"].iloc[i], rng)) for i in chosen]
+    made = [(i, s) for i, s in made if s is not None]
+    frame = pd.DataFrame(
+        {
+            "material_id": [f"{train['material_id'].iloc[i]}-triclinic" for i, _ in made],
+            "structure": [s for _, s in made],
+            "composition": [s.composition for _, s in made],
+            "crystal_system": "triclinic",
+            "source": "triclinic_variants",
+        }
+    )
+    frame[LATTICE_TARGETS] = lattice_targets(frame["structure"])
+    log(f"triclinic variants: {len(frame)} of {len(chosen)} drawn in {time.perf_counter() - start:.0f} s")
+    return frame
 
 
 def held_out_frame(frame, source: str, n_eval, seed: int):
@@ -437,7 +474,8 @@ def train(name: str, recipe: dict, frames: dict, args, log) -> dict:
     torch.manual_seed(recipe["seed"])
     train_frame = frames["train"]
     if name == "structure-xrd-composition":
-        train_frame = ordered_rows(train_frame)
+        # the aligner embeds real structures only: the triclinic variants teach the classifier
+        train_frame = ordered_rows(train_frame[train_frame["source"] != "triclinic_variants"])
     log(f"{name}: training on {len(train_frame)} rows")
     model = make_model(name, recipe, args.verbose)
     start = time.perf_counter()
