@@ -22,6 +22,13 @@ configuration is one row of the table:
   :func:`~skmat.features.measured.remove_background` applied to the training patterns, the
   simulated test patterns and the measured ones (identical at fit and transform).
 
+The mineral rows (``minerals``, ``minerals_noleak``, ``minerals_sg``) add the AMCSD structures
+that ``larixite`` ships (:func:`skmat.datasets.fetch_amcsd`), with leak control for ``minerals``
+(see ``--leak-threshold``). The crystal-system mineral rows also train on ``--triclinic-distortions``
+triclinic variants of kept monoclinic/orthorhombic structures
+(:func:`skmat.features.distortion.triclinic_distortion`: AMCSD holds 55 triclinic entries). Every
+learned row's CNN reads √I (``--intensity-scale``, :func:`~skmat.features.measured.scale_intensity`).
+
 Measured patterns go through :class:`~skmat.features.measured.MeasuredXRD` (d-spacing
 resampling onto the model's grid, bin averaging of the 0.01° steps, max normalisation).
 Reported: accuracy on held-out simulated MP-20 patterns (clean, as ``XRDPattern`` gives

@@ -12,7 +12,9 @@ there, not in the code. ``--quick`` applies :data:`QUICK` on top and marks the c
 placeholder. Training data: MP-20 ``val`` (80 %: the first 20 % of
 ``default_rng(seed).permutation`` is held out, as in ``benchmarks/unimat.py``) and the AMCSD
 minerals that ``larixite`` ships (``skmat.datasets.fetch_amcsd``; a seeded share of the mineral
-*phases* is held out for the card unless ``amcsd_holdout`` is 0). No test split of any dataset
+*phases* is held out for the card unless ``amcsd_holdout`` is 0), plus, for the classifier,
+``triclinic_variants`` triclinic variants of monoclinic/orthorhombic training rows
+(:mod:`skmat.features.distortion`). No test split of any dataset
 is read, and no RRUFF data is written (the measured RRUFF patterns of the data home are only
 *scored*, with ``--measured``).
 
