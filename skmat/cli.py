@@ -231,6 +231,8 @@ def _identify(args: argparse.Namespace) -> int:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.wavelength is not None and not args.wavelength > 0:
         raise UsageError(f"--wavelength must be a positive number of Å, got {args.wavelength:g}")
+    if args.match_threshold is not None and not 0 <= args.match_threshold <= 1:
+        raise UsageError(f"--match-threshold must be in [0, 1], got {args.match_threshold:g}")
     for name in args.pattern:
         if not Path(name).is_file():
             raise UsageError(f"PATTERN {name} is not a file")
@@ -243,8 +245,12 @@ def _identify(args: argparse.Namespace) -> int:
     card = model_card(args.model)
     if not card.get("classes"):
         raise UsageError(f"--model {args.model} is not a classifier (it predicts no crystal system)")
+    from skmat.pretrained._identify import MATCH_THRESHOLD
+
+    threshold = None if args.classifier_only else args.match_threshold if args.match_threshold is not None else MATCH_THRESHOLD
     answers = identify(
-        args.pattern, wavelength=args.wavelength, composition=args.composition, top=args.top, model=args.model
+        args.pattern, wavelength=args.wavelength, composition=args.composition, top=args.top, model=args.model,
+        match_threshold=threshold,
     )
     if card.get("placeholder"):
         print(f"note: model {args.model!r} is a development placeholder (see its model card); treat answers as a demo")
@@ -305,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--json", default=None, metavar="OUT", help="write the answer as JSON")
     identify.add_argument("--plot", default=None, metavar="OUT.png", help="measured pattern over the best match's")
     identify.add_argument("--model", default="xrd-composition", metavar="NAME", help="pretrained classifier (default xrd-composition)")
+    identify.add_argument(
+        "--match-threshold", type=float, default=None, metavar="S",
+        help="answer with the best match's crystal system when its similarity reaches S (default 0.9)",
+    )
+    identify.add_argument(
+        "--classifier-only", action="store_true", help="answer with the classifier's crystal system, whatever the matches"
+    )
     identify.set_defaults(func=_identify)
 
     demo = sub.add_parser("demo", help="identify simulated measurements of real structures, offline")

@@ -34,6 +34,11 @@ SHORTLIST = 200
 #: strongest peaks of a reference drawn for that comparison (measured on augmented patterns of
 #: index members: fewer, strong peaks match noisy measurements better than every weak one)
 MATCH_PEAKS = 15
+#: whole-pattern similarity of the best reference match (the re-rank's score) from which that
+#: match's crystal system is the answer instead of the classifier's: a search-match hit this
+#: close is the same or an isostructural crystal (tuned on the 250 RRUFF development patterns of
+#: the data home, see the classifier's model card, ``measured_rruff_dev``)
+MATCH_THRESHOLD = 0.9
 LATTICE_NAMES = ["a_scaled", "b_scaled", "c_scaled", "a", "b", "c", "alpha", "beta", "gamma"]
 
 _WAVELENGTH_KEY = re.compile(r"^\s*#+\s*(?:X-RAY\s+)?WAVELENGTH\s*[=:]\s*([-+0-9.eE]+)", re.IGNORECASE)
@@ -182,9 +187,12 @@ class Identification:
     wavelength : float
         Å, as used.
     crystal_system : str
-        The most probable crystal system.
+        The answer: the classifier's most probable crystal system, or that of the best
+        reference match when its similarity reaches ``match_threshold``.
+    crystal_system_source : {"classifier", "reference match"}
+        Which of the two gave ``crystal_system``.
     probabilities : dict of str to float
-        Crystal-system probabilities, most probable first.
+        The classifier's crystal-system probabilities, most probable first.
     lattice : dict of str to float
         Predicted lattice of the Niggli-reduced primitive cell: ``a, b, c`` (Å), ``alpha,
         beta, gamma`` (°) and ``a_scaled, b_scaled, c_scaled`` (Å, divided by N^(1/3)).
@@ -210,6 +218,7 @@ class Identification:
     two_theta: np.ndarray = field(repr=False)
     used_composition: str | None = None
     n_references: int = 0
+    crystal_system_source: str = "classifier"
 
     def to_dict(self) -> dict:
         """Plain JSON data (without the resampled pattern)."""
@@ -218,6 +227,7 @@ class Identification:
             "wavelength": self.wavelength,
             "composition": self.used_composition,
             "crystal_system": self.crystal_system,
+            "crystal_system_source": self.crystal_system_source,
             "probabilities": self.probabilities,
             "lattice": self.lattice,
             "matches": self.matches,
@@ -226,7 +236,14 @@ class Identification:
     def summary(self) -> str:
         """The answer as text, for the command line."""
         lines = [f"{self.name}  (λ = {self.wavelength:g} Å" + (f", composition {self.used_composition})" if self.used_composition else ", XRD alone)")]
-        lines.append("crystal system:")
+        if self.crystal_system_source == "classifier":
+            lines.append("crystal system:")
+        else:
+            best = self.matches[0]
+            lines.append(
+                f"crystal system: {self.crystal_system}, that of the best reference match (similarity "
+                f"{best['similarity']:.3f}); the classifier's probabilities:"
+            )
         for system, p in list(self.probabilities.items())[:4]:
             lines.append(f"  {system:13s} {p:6.1%}  {'#' * int(round(20 * p))}")
         lat = self.lattice
@@ -361,6 +378,7 @@ def identify(
     model: str = DEFAULT_CLASSIFIER,
     aligner: str = DEFAULT_ALIGNER,
     shortlist: int = SHORTLIST,
+    match_threshold: float | None = MATCH_THRESHOLD,
 ) -> list[Identification]:
     """Identify measured powder patterns with skmat's pretrained models.
 
@@ -383,6 +401,10 @@ def identify(
     shortlist : int, default=200
         Nearest references re-ranked by whole-pattern similarity (see
         ``search_references``); 0 ranks by the aligned embeddings alone.
+    match_threshold : float or None, default=0.9
+        When the best match's whole-pattern similarity reaches this, its crystal system is the
+        answer (``crystal_system_source="reference match"``); ``None`` always answers with the
+        classifier. Ignored with ``shortlist=0`` (embedding scores are not pattern similarities).
 
     Returns
     -------
@@ -406,6 +428,8 @@ def identify(
     top = int(top)
     if top < 1:
         raise InvalidInputError(f"top must be >= 1, got {top}", view="top")
+    if match_threshold is not None and not (isinstance(match_threshold, int | float) and 0 <= match_threshold <= 1):
+        raise InvalidInputError(f"match_threshold must be in [0, 1] or None, got {match_threshold!r}", view="match_threshold")
     measurements = _as_measurements(patterns, wavelength)
     compositions = _compositions(composition, len(measurements))
     # the networks run forward without the estimators around them: scikit-learn and skorch
@@ -446,10 +470,12 @@ def identify(
             }
             for r, s in zip(rows[i], scores[i], strict=True)
         ]
+        by_match = match_threshold is not None and shortlist > 0 and matches[0]["similarity"] >= match_threshold
         answer = Identification(
             name=label,
             wavelength=used,
-            crystal_system=str(classifier.classes_[order[0]]),
+            crystal_system=matches[0]["crystal_system"] if by_match else str(classifier.classes_[order[0]]),
+            crystal_system_source="reference match" if by_match else "classifier",
             probabilities={str(classifier.classes_[j]): round(float(probabilities[i, j]), 4) for j in order},
             lattice={n: round(float(v), 3) for n, v in zip(names, lattice[i], strict=True)},
             matches=matches,
@@ -485,7 +511,8 @@ def plot_identification(answer: Identification, path: str | os.PathLike, *, alig
     axis.axhline(0, color="grey", lw=0.5)
     axis.set_xlabel("2θ (°, Cu Kα)")
     axis.set_ylabel("intensity (max 1; simulated below)")
-    axis.set_title(f"{answer.name}: {answer.crystal_system} ({answer.probabilities[answer.crystal_system]:.0%})")
+    source = "best match" if answer.crystal_system_source != "classifier" else f"{answer.probabilities[answer.crystal_system]:.0%}"
+    axis.set_title(f"{answer.name}: {answer.crystal_system} ({source})")
     axis.legend(loc="upper right", fontsize=7, frameon=False)
     figure.tight_layout()
     path = Path(path)
