@@ -366,6 +366,27 @@ def _check_versions(config: dict) -> None:
         )
 
 
+def read_model_config(path: str | os.PathLike) -> tuple[dict, Path]:
+    """The checked ``config.json`` of a model folder and the path of its weights file.
+
+    Shared by :func:`load` and the inference-only path of :mod:`skmat.pretrained`, which must not
+    import skorch: the folder must hold both files, the config must be a JSON object, and the
+    versions it was written with must be readable here.
+    """
+    folder = Path(path)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ModelFileError(f"{folder} is not an skmat model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_path}: expected a JSON object")
+    _check_versions(config)
+    return config, weights_path
+
+
 def load(path: str | os.PathLike, *, device: str | None = None):
     """Read a model folder written by :func:`save`; nothing in it is executed.
 
@@ -399,17 +420,7 @@ def load(path: str | os.PathLike, *, device: str | None = None):
 
     from skmat._training import resolve_device
 
-    folder = Path(path)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    if not config_path.is_file() or not weights_path.is_file():
-        raise ModelFileError(f"{folder} is not an skmat model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ModelFileError(f"{config_path}: expected a JSON object")
-    _check_versions(config)
+    config, weights_path = read_model_config(path)
     estimator = _build_estimator(config.get("estimator"), "estimator", fitted=True)
     estimator.device_ = resolve_device(device if device is not None else estimator.device)
     net = _rebuild_net(estimator, estimator.device_)

@@ -21,7 +21,6 @@ tests/test_pretrained_coldstart.py checks that the outputs equal the estimators'
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from skmat.exceptions import InvalidInputError
-from skmat.persist import CONFIG_FILE, WEIGHTS_FILE, ModelFileError, _check_versions, _decode
+from skmat.persist import ModelFileError, _decode, read_model_config
 
 CLASSIFIER = "skmat.supervised.MultiModalClassifier"
 ALIGNER = "skmat.align.MultiModalAligner"
@@ -126,16 +125,7 @@ class InferenceModel:
 
     def __init__(self, folder: str | os.PathLike):
         folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise ModelFileError(f"{folder} is not an skmat model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from exc
-        if not isinstance(config, dict):
-            raise ModelFileError(f"{config_path}: expected a JSON object")
-        _check_versions(config)
+        config, weights_path = read_model_config(folder)
         estimator = config.get("estimator") or {}
         cls = estimator.get("class")
         if cls not in (CLASSIFIER, ALIGNER):
@@ -145,12 +135,12 @@ class InferenceModel:
         self.views_ = list(_value(fitted, "views_", "estimator"))
         self.encoders = {str(name): _Encoder(str(name), sub) for name, sub in estimator.get("fitted_encoders", [])}
         if list(self.encoders) != self.views_:
-            raise ModelFileError(f"{config_path}: encoders {list(self.encoders)} do not match the views {self.views_}")
+            raise ModelFileError(f"{folder}: encoders {list(self.encoders)} do not match the views {self.views_}")
         self.batch_size = int(_value(params, "batch_size", "estimator"))
         if self.kind == "classifier":
             aligner = params.get("aligner")
             if not (isinstance(aligner, dict) and isinstance(aligner.get("__estimator__"), dict)):
-                raise ModelFileError(f"{config_path}: the classifier names no aligner")
+                raise ModelFileError(f"{folder}: the classifier names no aligner")
             aligner_params = dict(aligner["__estimator__"].get("params", {}))
             self.classes_ = _value(fitted, "classes_", "estimator")
             self.auxiliary_mean_ = _value(fitted, "auxiliary_mean_", "estimator")
