@@ -398,3 +398,4 @@ def test_demo_identifies_simulated_measurements(capsys):
     out = capsys.readouterr().out
     assert "identified 24 patterns" in out
     assert "right structure among" in out and "top-5" in out
+    assert "identify's answer" in out and "crystal system, classifier" in out
