@@ -67,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  crystal system, classifier:            top-1 {system_top1:6.1%}   top-2 {system_top2:6.1%}   "
           f"(most frequent class: {np.mean(truth_system == _mode(truth_system)):.1%})")
     print(f"  crystal system of the best match:      top-1 {match_system:6.1%}")
-    print(f"  crystal system, identify's answer:     top-1 {answer_system:6.1%}   (the best match's when it is close)")
+    print(f"  crystal system, identify's answer:     top-1 {answer_system:6.1%}   (classifier + the 5 best matches' vote)")
     print(f"  right structure among {n_index} references: top-1 {top1:6.1%}   top-5 {top5:6.1%}   "
           f"(chance: {1 / n_index:.2%}, {5 / n_index:.2%})")
     example = answers[int(np.flatnonzero([ids[0] == t for ids, t in zip(found, truth_id, strict=True)])[0])] if top1 > 0 else answers[0]
@@ -233,8 +233,8 @@ def _identify(args: argparse.Namespace) -> int:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.wavelength is not None and not args.wavelength > 0:
         raise UsageError(f"--wavelength must be a positive number of Å, got {args.wavelength:g}")
-    if args.match_threshold is not None and not 0 <= args.match_threshold <= 1:
-        raise UsageError(f"--match-threshold must be in [0, 1], got {args.match_threshold:g}")
+    if args.match_weight is not None and not args.match_weight >= 0:
+        raise UsageError(f"--match-weight must be >= 0, got {args.match_weight:g}")
     for name in args.pattern:
         if not Path(name).is_file():
             raise UsageError(f"PATTERN {name} is not a file")
@@ -247,12 +247,12 @@ def _identify(args: argparse.Namespace) -> int:
     card = model_card(args.model)
     if not card.get("classes"):
         raise UsageError(f"--model {args.model} is not a classifier (it predicts no crystal system)")
-    from skmat.pretrained._identify import MATCH_THRESHOLD
+    from skmat.pretrained._identify import MATCH_WEIGHT
 
-    threshold = None if args.classifier_only else args.match_threshold if args.match_threshold is not None else MATCH_THRESHOLD
+    weight = 0.0 if args.classifier_only else args.match_weight if args.match_weight is not None else MATCH_WEIGHT
     answers = identify(
         args.pattern, wavelength=args.wavelength, composition=args.composition, top=args.top, model=args.model,
-        match_threshold=threshold,
+        match_weight=weight,
     )
     if card.get("placeholder"):
         print(f"note: model {args.model!r} is a development placeholder (see its model card); treat answers as a demo")
@@ -314,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--plot", default=None, metavar="OUT.png", help="measured pattern over the best match's")
     identify.add_argument("--model", default="xrd-composition", metavar="NAME", help="pretrained classifier (default xrd-composition)")
     identify.add_argument(
-        "--match-threshold", type=float, default=None, metavar="S",
-        help="answer with the best match's crystal system when its similarity reaches S (default 0.9)",
+        "--match-weight", type=float, default=None, metavar="W",
+        help="weight of the best matches' vote on the crystal system against the classifier's (default 1)",
     )
     identify.add_argument(
         "--classifier-only", action="store_true", help="answer with the classifier's crystal system, whatever the matches"

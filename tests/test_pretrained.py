@@ -255,13 +255,11 @@ def test_identify_a_measured_rruff_pattern(rruff_pattern, tmp_path):
     path = write_rruff_txt(tmp_path / "R000000.txt", two_theta, intensity)
     answer = identify(path, top=4)[0]
     classes = model_card(CLASSIFIER)["classes"]
-    if answer.crystal_system_source == "classifier":
-        assert list(answer.probabilities)[0] == answer.crystal_system
-    else:
-        assert answer.crystal_system == answer.matches[0]["crystal_system"]
-    classifier_only = identify(path, top=4, match_threshold=None)[0]
-    assert classifier_only.crystal_system_source == "classifier"
+    assert list(answer.crystal_system_scores)[0] == answer.crystal_system
+    assert sum(answer.crystal_system_scores.values()) == pytest.approx(1, abs=1e-3)
+    classifier_only = identify(path, top=4, match_weight=0)[0]
     assert list(classifier_only.probabilities)[0] == classifier_only.crystal_system
+    assert classifier_only.crystal_system_scores == classifier_only.probabilities
     assert set(answer.probabilities) == set(classes)
     assert sum(answer.probabilities.values()) == pytest.approx(1, abs=1e-3)
     assert len(answer.matches) == 4 and answer.used_composition is None
@@ -273,25 +271,29 @@ def test_identify_a_measured_rruff_pattern(rruff_pattern, tmp_path):
     assert with_formula.probabilities != answer.probabilities  # the composition view is read
 
 
-def test_a_close_reference_match_gives_the_crystal_system(rocksalt_pattern):
+def test_the_matches_vote_on_the_crystal_system(rocksalt_pattern):
     grid, cu, _ = rocksalt_pattern
-    answer = identify([(grid, cu)], top=3)[0]
-    best = answer.matches[0]
-    assert best["similarity"] >= 0.9  # a clean pattern of an index member matches it closely
-    assert answer.crystal_system_source == "reference match"
-    assert answer.crystal_system == best["crystal_system"] == "cubic"
-    assert "that of the best reference match" in answer.summary()
-    assert answer.to_dict()["crystal_system_source"] == "reference match"
-    # above any similarity, or switched off, or without pattern scores: the classifier answers
-    for options in ({"match_threshold": 1.0}, {"match_threshold": None}, {"shortlist": 0}):
+    answer = identify([(grid, cu)], top=1)[0]
+    assert len(answer.matches) == 1  # the vote reads 5 matches whatever top is
+    votes = identify([(grid, cu)], top=5)[0]
+    assert votes.crystal_system_scores == answer.crystal_system_scores
+    # rock salt: cubic matches outvote any other class; the scores mix both sources
+    assert answer.crystal_system == "cubic" == votes.matches[0]["crystal_system"]
+    expected = {c: (p + (c == "cubic")) / 2 for c, p in answer.probabilities.items()} if all(
+        m["crystal_system"] == "cubic" for m in votes.matches
+    ) else None
+    if expected is not None:
+        for system, score in answer.crystal_system_scores.items():
+            assert score == pytest.approx(expected[system], abs=1e-3)
+    # switched off, or without pattern similarities: the classifier's probabilities
+    for options in ({"match_weight": 0}, {"shortlist": 0}):
         other = identify([(grid, cu)], top=3, **options)[0]
-        if options.get("match_threshold") == 1.0 and other.matches[0]["similarity"] >= 1.0:
-            continue  # an exact 1.0 would still be a match
-        assert other.crystal_system_source == "classifier"
+        assert other.crystal_system_scores == other.probabilities
         assert other.crystal_system == list(other.probabilities)[0]
-    for bad in (-0.1, 1.5, "high"):
-        with pytest.raises(InvalidInputError, match="match_threshold"):
-            identify([(grid, cu)], match_threshold=bad)
+    assert "crystal_system_scores" in answer.to_dict()
+    for bad in (-0.1, float("nan"), "high"):
+        with pytest.raises(InvalidInputError, match="match_weight"):
+            identify([(grid, cu)], match_weight=bad)
 
 
 def test_identify_moves_other_wavelengths_through_d_spacing(rocksalt_pattern):
@@ -335,7 +337,8 @@ def test_cli_identify_prints_json_and_plot(rruff_pattern, tmp_path, capsys):
     assert len(data["matches"]) == 3 and data["crystal_system"] in data["probabilities"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
     assert main(["identify", str(path), "--classifier-only", "--json", str(out_json)]) == 0
-    assert json.loads(out_json.read_text())["crystal_system_source"] == "classifier"
+    alone = json.loads(out_json.read_text())
+    assert alone["crystal_system_scores"] == alone["probabilities"]
 
 
 def _one_error_line(capsys) -> str:
@@ -381,8 +384,8 @@ def test_cli_bad_wavelength_model_and_version(rruff_pattern, tmp_path, capsys, m
     assert "available: " in _one_error_line(capsys)
     assert main(["identify", str(path), "--composition", "Xx9Qq"]) == 1
     assert "composition" in _one_error_line(capsys)
-    assert main(["identify", str(path), "--match-threshold", "1.5"]) == 2
-    assert "--match-threshold" in _one_error_line(capsys)
+    assert main(["identify", str(path), "--match-weight", "-1"]) == 2
+    assert "--match-weight" in _one_error_line(capsys)
     folder = tmp_path / "models"
     shutil.copytree(MODELS_DIR, folder)
     config = folder / CLASSIFIER / "config.json"

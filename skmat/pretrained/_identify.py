@@ -34,11 +34,14 @@ SHORTLIST = 200
 #: strongest peaks of a reference drawn for that comparison (measured on augmented patterns of
 #: index members: fewer, strong peaks match noisy measurements better than every weak one)
 MATCH_PEAKS = 15
-#: whole-pattern similarity of the best reference match (the re-rank's score) from which that
-#: match's crystal system is the answer instead of the classifier's: a search-match hit this
-#: close is the same or an isostructural crystal (tuned on the 250 RRUFF development patterns of
-#: the data home, see the classifier's model card, ``measured_rruff_dev``)
-MATCH_THRESHOLD = 0.9
+#: identify's crystal system blends the classifier's probabilities with a vote of the
+#: VOTE_MATCHES best reference matches, each weighted by its whole-pattern similarity to the
+#: power VOTE_POWER (close matches dominate), with weight MATCH_WEIGHT on the vote. Chosen on the
+#: 250 RRUFF development patterns of the data home (the classifier's model card,
+#: ``measured_rruff_dev``, lists the neighbouring settings)
+VOTE_MATCHES = 5
+VOTE_POWER = 8
+MATCH_WEIGHT = 1.0
 LATTICE_NAMES = ["a_scaled", "b_scaled", "c_scaled", "a", "b", "c", "alpha", "beta", "gamma"]
 
 _WAVELENGTH_KEY = re.compile(r"^\s*#+\s*(?:X-RAY\s+)?WAVELENGTH\s*[=:]\s*([-+0-9.eE]+)", re.IGNORECASE)
@@ -187,12 +190,12 @@ class Identification:
     wavelength : float
         Å, as used.
     crystal_system : str
-        The answer: the classifier's most probable crystal system, or that of the best
-        reference match when its similarity reaches ``match_threshold``.
-    crystal_system_source : {"classifier", "reference match"}
-        Which of the two gave ``crystal_system``.
+        The answer: the crystal system with the highest ``crystal_system_scores``.
+    crystal_system_scores : dict of str to float
+        The classifier's probabilities blended with the similarity-weighted vote of the best
+        reference matches (``match_weight``), summing to 1, highest first.
     probabilities : dict of str to float
-        The classifier's crystal-system probabilities, most probable first.
+        The classifier's own crystal-system probabilities, most probable first.
     lattice : dict of str to float
         Predicted lattice of the Niggli-reduced primitive cell: ``a, b, c`` (Å), ``alpha,
         beta, gamma`` (°) and ``a_scaled, b_scaled, c_scaled`` (Å, divided by N^(1/3)).
@@ -218,7 +221,7 @@ class Identification:
     two_theta: np.ndarray = field(repr=False)
     used_composition: str | None = None
     n_references: int = 0
-    crystal_system_source: str = "classifier"
+    crystal_system_scores: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain JSON data (without the resampled pattern)."""
@@ -227,7 +230,7 @@ class Identification:
             "wavelength": self.wavelength,
             "composition": self.used_composition,
             "crystal_system": self.crystal_system,
-            "crystal_system_source": self.crystal_system_source,
+            "crystal_system_scores": self.crystal_system_scores,
             "probabilities": self.probabilities,
             "lattice": self.lattice,
             "matches": self.matches,
@@ -236,14 +239,9 @@ class Identification:
     def summary(self) -> str:
         """The answer as text, for the command line."""
         lines = [f"{self.name}  (λ = {self.wavelength:g} Å" + (f", composition {self.used_composition})" if self.used_composition else ", XRD alone)")]
-        if self.crystal_system_source == "classifier":
-            lines.append("crystal system:")
-        else:
-            best = self.matches[0]
-            lines.append(
-                f"crystal system: {self.crystal_system}, that of the best reference match (similarity "
-                f"{best['similarity']:.3f}); the classifier's probabilities:"
-            )
+        lines.append(f"crystal system: {self.crystal_system}")
+        if self.crystal_system_scores and list(self.probabilities)[0] != self.crystal_system:
+            lines.append("  (the reference matches outvote the classifier; the classifier's probabilities:)")
         for system, p in list(self.probabilities.items())[:4]:
             lines.append(f"  {system:13s} {p:6.1%}  {'#' * int(round(20 * p))}")
         lat = self.lattice
@@ -378,7 +376,7 @@ def identify(
     model: str = DEFAULT_CLASSIFIER,
     aligner: str = DEFAULT_ALIGNER,
     shortlist: int = SHORTLIST,
-    match_threshold: float | None = MATCH_THRESHOLD,
+    match_weight: float = MATCH_WEIGHT,
 ) -> list[Identification]:
     """Identify measured powder patterns with skmat's pretrained models.
 
@@ -401,10 +399,11 @@ def identify(
     shortlist : int, default=200
         Nearest references re-ranked by whole-pattern similarity (see
         ``search_references``); 0 ranks by the aligned embeddings alone.
-    match_threshold : float or None, default=0.9
-        When the best match's whole-pattern similarity reaches this, its crystal system is the
-        answer (``crystal_system_source="reference match"``); ``None`` always answers with the
-        classifier. Ignored with ``shortlist=0`` (embedding scores are not pattern similarities).
+    match_weight : float, default=1.0
+        Weight of the reference matches' vote on the crystal system against the classifier's
+        probabilities (weight 1): each of the 5 best matches votes for its crystal system with
+        its whole-pattern similarity to the 8th power. 0 answers with the classifier alone, as
+        does ``shortlist=0`` (embedding scores are not pattern similarities).
 
     Returns
     -------
@@ -428,8 +427,8 @@ def identify(
     top = int(top)
     if top < 1:
         raise InvalidInputError(f"top must be >= 1, got {top}", view="top")
-    if match_threshold is not None and not (isinstance(match_threshold, int | float) and 0 <= match_threshold <= 1):
-        raise InvalidInputError(f"match_threshold must be in [0, 1] or None, got {match_threshold!r}", view="match_threshold")
+    if not (isinstance(match_weight, int | float) and math.isfinite(match_weight) and match_weight >= 0):
+        raise InvalidInputError(f"match_weight must be a number >= 0, got {match_weight!r}", view="match_weight")
     measurements = _as_measurements(patterns, wavelength)
     compositions = _compositions(composition, len(measurements))
     # the networks run forward without the estimators around them: scikit-learn and skorch
@@ -454,7 +453,21 @@ def identify(
     align = shared_network(aligner)
     index = load_index(aligner)
     embedded = align.embed(list(grid_patterns), view="xrd")
-    rows, scores = search_references(index, embedded, grid_patterns, grid, k=min(top, len(index)), shortlist=shortlist)
+    searched = min(max(top, VOTE_MATCHES), len(index))
+    rows, scores = search_references(index, embedded, grid_patterns, grid, k=searched, shortlist=shortlist)
+    classes = [str(c) for c in classifier.classes_]
+    # the matches' vote: similarity ** VOTE_POWER summed per crystal system of the best matches
+    vote = np.zeros_like(probabilities)
+    if shortlist > 0 and match_weight > 0:
+        column = {c: j for j, c in enumerate(classes)}
+        for i in range(len(rows)):
+            for r, score in zip(rows[i, :VOTE_MATCHES], scores[i, :VOTE_MATCHES], strict=True):
+                j = column.get(str(index.crystal_systems[r]))
+                if j is not None:
+                    vote[i, j] += max(float(score), 0.0) ** VOTE_POWER
+        totals = vote.sum(axis=1, keepdims=True)
+        vote = np.divide(vote, totals, out=np.zeros_like(vote), where=totals > 0)
+    blended = (probabilities + match_weight * vote) / (1.0 + match_weight * (vote.sum(axis=1, keepdims=True) > 0))
     names = list(LATTICE_NAMES)[: lattice.shape[1]]
     answers = []
     for i, (label, _, _, used) in enumerate(measurements):
@@ -468,14 +481,14 @@ def identify(
                 "source": str(index.sources[r]),
                 "similarity": round(float(s), 4),
             }
-            for r, s in zip(rows[i], scores[i], strict=True)
+            for r, s in zip(rows[i, :top], scores[i, :top], strict=True)
         ]
-        by_match = match_threshold is not None and shortlist > 0 and matches[0]["similarity"] >= match_threshold
+        ranked = np.argsort(blended[i])[::-1]
         answer = Identification(
             name=label,
             wavelength=used,
-            crystal_system=matches[0]["crystal_system"] if by_match else str(classifier.classes_[order[0]]),
-            crystal_system_source="reference match" if by_match else "classifier",
+            crystal_system=classes[ranked[0]],
+            crystal_system_scores={classes[j]: round(float(blended[i, j]), 4) for j in ranked},
             probabilities={str(classifier.classes_[j]): round(float(probabilities[i, j]), 4) for j in order},
             lattice={n: round(float(v), 3) for n, v in zip(names, lattice[i], strict=True)},
             matches=matches,
@@ -511,8 +524,7 @@ def plot_identification(answer: Identification, path: str | os.PathLike, *, alig
     axis.axhline(0, color="grey", lw=0.5)
     axis.set_xlabel("2θ (°, Cu Kα)")
     axis.set_ylabel("intensity (max 1; simulated below)")
-    source = "best match" if answer.crystal_system_source != "classifier" else f"{answer.probabilities[answer.crystal_system]:.0%}"
-    axis.set_title(f"{answer.name}: {answer.crystal_system} ({source})")
+    axis.set_title(f"{answer.name}: {answer.crystal_system} ({answer.crystal_system_scores.get(answer.crystal_system, 0):.0%})")
     axis.legend(loc="upper right", fontsize=7, frameon=False)
     figure.tight_layout()
     path = Path(path)
