@@ -32,6 +32,12 @@ def test_a_strained_copy_matches_its_own_structure_best(simulated):
     assert np.all(np.diag(tolerant) > 0.95)
     rigid = pattern_similarity(queries, references, grid, scale_range=(1.0, 1.0), n_scales=1)
     assert np.mean(np.diag(rigid)) < np.mean(np.diag(tolerant)) - 0.2
+    # rescaling the patterns instead of the references finds the same crystals, with close scores
+    moved = pattern_similarity(queries, references, grid, scale="patterns")
+    assert np.all(moved.argmax(axis=1) == np.arange(len(structures)))
+    assert np.abs(moved - tolerant).max() < 0.1 and np.all(np.diag(moved) > 0.95)
+    with pytest.raises(InvalidInputError, match="scale must be"):
+        pattern_similarity(queries, references, grid, scale="both")
 
 
 def test_similarity_is_a_cosine_in_0_1_and_one_for_itself(simulated):

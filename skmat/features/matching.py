@@ -73,6 +73,7 @@ def pattern_similarity(
     n_scales: int = 17,
     smoothing: float = 2.0,
     chunk_size: int = 2048,
+    scale: str = "references",
 ) -> np.ndarray:
     """Best cosine similarity of each pattern with each reference over lattice scalings.
 
@@ -94,6 +95,12 @@ def pattern_similarity(
         Standard deviation (grid steps) of the Gaussian applied to the square-root intensities.
     chunk_size : int, default=2048
         References processed at once (memory: ``chunk_size * n_bins`` floats per scaling).
+    scale : {"references", "patterns"}, default="references"
+        Which side is rescaled. ``"patterns"`` moves each pattern by the inverse scaling
+        instead (the same peak alignment; scores differ by interpolation, by up to 0.06 on 60
+        augmented prototype patterns, whose best reference was the same in both modes):
+        with few patterns and many references it is ~15x faster, which is how
+        :func:`skmat.pretrained.identify` re-ranks its shortlist.
 
     Returns
     -------
@@ -122,9 +129,21 @@ def pattern_similarity(
     low, high = scale_range
     if not (0 < low <= 1 <= high) or n_scales < 1:
         raise InvalidInputError(f"scale_range must contain 1 with 0 < low, got {scale_range}; n_scales >= 1", view="xrd")
+    if scale not in ("references", "patterns"):
+        raise InvalidInputError(f"scale must be 'references' or 'patterns', got {scale!r}", view="xrd")
     scales = np.unique(np.r_[np.linspace(low, high, n_scales), 1.0])
-    unit_patterns = _unit_rows(patterns, smoothing)
     best = np.zeros((len(patterns), len(references)), dtype=np.float32)
+    if scale == "patterns":
+        # a reference scaled by s lines up with a pattern scaled by 1/s: n_scales rescalings of
+        # the patterns instead of n_scales of every reference
+        moved = [_unit_rows(patterns if s == 1.0 else _scaled(patterns, two_theta, 1.0 / s), smoothing) for s in scales]
+        for start in range(0, len(references), chunk_size):
+            unit_references = _unit_rows(references[start : start + chunk_size], smoothing).T
+            for unit_patterns in moved:
+                np.maximum(best[:, start : start + unit_references.shape[1]], unit_patterns @ unit_references,
+                           out=best[:, start : start + unit_references.shape[1]])
+        return best
+    unit_patterns = _unit_rows(patterns, smoothing)
     for start in range(0, len(references), chunk_size):
         chunk = references[start : start + chunk_size]
         for scale in scales:

@@ -359,11 +359,13 @@ def search_references(
     cleaned = remove_background(np.asarray(patterns, dtype=np.float64), "rolling_ball", step=step)
     rows = np.zeros((len(patterns), k), dtype=np.int64)
     scores = np.zeros((len(patterns), k), dtype=np.float32)
+    # the library's similarity rescales the one pattern, not the shortlist (~15x faster)
+    options = {"scale": "patterns"} if similarity is None else {}
     for i in range(len(patterns)):
         references = index.reference_patterns(candidates[i], two_theta, n_peaks=match_peaks)
-        similarity = similarity_of(cleaned[i : i + 1], references, two_theta)[0]
-        order = np.argsort(-similarity, kind="stable")[:k]
-        rows[i], scores[i] = candidates[i][order], similarity[order]
+        found = similarity_of(cleaned[i : i + 1], references, two_theta, **options)[0]
+        order = np.argsort(-found, kind="stable")[:k]
+        rows[i], scores[i] = candidates[i][order], found[order]
     return rows, scores
 
 
