@@ -76,7 +76,7 @@ def test_cmma_quick_json_structure_and_finite_numbers(cmma_run):
             assert set(r["to"]) == set(views) - {missing}
         for target in cmma.TARGETS:
             maes = model["properties_mae"][target]
-            assert set(maes) == {"fused (all views)", *(f"{v} only" for v in views)}
+            assert set(maes) == {"fused (all views)", "fused (views concatenated)", *(f"{v} only" for v in views)}
             assert all(v >= 0 for v in maes.values())
     assert set(saved["magpie_boosted_trees_mae"]) == set(cmma.TARGETS)
     numbers = list(_numbers(saved))
