@@ -1,16 +1,28 @@
-"""LatticeRefiner on MP-20: does refining a quick predictor's lattice against the pattern help?
+"""LatticeRefiner on MP-20: does refining a predictor's lattice against the pattern help?
 
-The 80/20 split of MP-20 val that ``benchmarks/unimat.py`` uses (seeded permutation). A quick
-predictor: gradient-boosted trees (``HistGradientBoosting``) on Magpie composition features and
-the first principal components of the simulated Cu Kα pattern, one regressor per scaled
-length and a crystal-system classifier, trained on ``--n-train`` rows of the 80 % part. It is
-wrapped in :class:`skmat.supervised.LatticeRefiner` (``prefit=True``; element volumes fitted
-on the same training rows) and scored on ``--n-test`` rows of the 20 % part: scaled lattice
-MAE of the predictor alone and refined, the rows refined / kept, and the time per row.
+The 80/20 split of MP-20 val that ``benchmarks/unimat.py`` uses (seeded permutation), or
+``--train`` / ``--test`` CDVAE-schema CSVs as there. Two predictors (``--predictor``):
+
+``trees`` (quick)
+    gradient-boosted trees (``HistGradientBoosting``) on Magpie composition features and the
+    first principal components of the simulated Cu Kα pattern, one regressor per scaled
+    length and a crystal-system classifier;
+``network``
+    the fine-tuned XRD + composition ``MultiModalClassifier`` of ``benchmarks/unimat.py``'s
+    best row (crystal system, the nine lattice numbers as auxiliary outputs, contrastive
+    weight 0.1, ``--epochs`` epochs), built by that script's own functions.
+
+The predictor is trained on ``--n-train`` rows of the training part (default: all of them
+for the network, 3,000 for the trees), wrapped in :class:`skmat.supervised.LatticeRefiner`
+(``prefit=True``; element volumes fitted on the same training rows) and scored on
+``--n-test`` rows of the test part: scaled lattice MAE of the predictor alone and refined,
+the rows refined / kept, crystal-system accuracy of the predictor and of the system a
+refinement converged under, and the time per row.
 
 Usage::
 
     python benchmarks/lattice_refiner.py --n-train 3000 --n-test 100 --json /tmp/refiner.json
+    python benchmarks/lattice_refiner.py --predictor network --n-test 300 --n-systems 2
 """
 
 from __future__ import annotations
@@ -35,14 +47,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-home", type=Path, default=_default_data_home())
-    parser.add_argument("--n-train", type=int, default=3000)
+    parser.add_argument("--train", type=Path, default=None, help="CDVAE-schema CSV to train on (default: MP-20 val)")
+    parser.add_argument("--test", type=Path, default=None, help="CDVAE-schema CSV to test on (default: 20%% of train)")
+    parser.add_argument("--predictor", choices=["trees", "network"], default="trees")
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="training rows (default: 3000 for the trees, all for the network)")
     parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of the network predictor")
+    parser.add_argument("--save-predictor", type=Path, default=None,
+                        help="joblib file to write the fitted predictor(s) to")
+    parser.add_argument("--load-predictor", type=Path, default=None,
+                        help="joblib file of predictor(s) fitted by an earlier run with the same split and seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hgb-iter", type=int, default=150)
     parser.add_argument("--xrd-pca", type=int, default=32)
     parser.add_argument("--n-systems", type=int, default=1, help="crystal systems tried per row (LatticeRefiner)")
     parser.add_argument("--json", type=Path, default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.n_train is None and args.predictor == "trees":
+        args.n_train = 3000
+    return args
 
 
 def _sqrt_stack(column):
@@ -72,12 +96,46 @@ def predictors(args):
     return lattice, system
 
 
+def network(args):
+    """The fine-tuned XRD + composition classifier of benchmarks/unimat.py, unfitted."""
+    import tempfile
+
+    from joblib import Memory
+    from unimat import make_predictor
+    from unimat import parse_args as unimat_args
+
+    settings = unimat_args(["--seed", str(args.seed), "--epochs", str(args.epochs)])
+    return make_predictor(("xrd", "composition"), settings, Memory(tempfile.mkdtemp(prefix="skmat-refiner-"), verbose=0))
+
+
+def fit_predictors(args, X_train, train):
+    """(lattice predictor, system predictor or None), fitted or loaded."""
+    import joblib
+    from unimat import REGRESSION_TARGETS
+
+    if args.load_predictor:
+        return joblib.load(args.load_predictor)
+    if args.predictor == "network":
+        model = network(args).fit(X_train, train["crystal_system"].astype(str).to_numpy(),
+                                  auxiliary_targets=train[REGRESSION_TARGETS].to_numpy(float))
+        fitted = (model, None)
+    else:
+        lattice, system = predictors(args)
+        lattice.fit(X_train, train[SCALED].to_numpy(float))
+        system.fit(X_train, train["crystal_system"].astype(str).to_numpy())
+        fitted = (lattice, system)
+    if args.save_predictor:
+        args.save_predictor.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(fitted, args.save_predictor)
+    return fitted
+
+
 def run(args) -> dict:
     from unimat import add_xrd, load_data
 
     from skmat.supervised import LatticeRefiner
 
-    ns = argparse.Namespace(train=None, test=None, data_home=args.data_home, seed=args.seed,
+    ns = argparse.Namespace(train=args.train, test=args.test, data_home=args.data_home, seed=args.seed,
                             n_train=args.n_train, n_test=args.n_test, xrd_bins=1701)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,14 +144,12 @@ def run(args) -> dict:
     X_train, _ = add_xrd(train, ns)
     X_test, _ = add_xrd(test, ns)
     xrd_seconds = time.perf_counter() - tic
-    lattice, system = predictors(args)
     tic = time.perf_counter()
-    lattice.fit(X_train, train[SCALED].to_numpy(float))
-    system.fit(X_train, train["crystal_system"].astype(str).to_numpy())
+    lattice, system = fit_predictors(args, X_train, train)
     refiner = LatticeRefiner(lattice, system, prefit=True, n_systems=args.n_systems).fit(X_train)
     train_seconds = time.perf_counter() - tic
     truth = test[SCALED].to_numpy(float)
-    estimate = lattice.predict(X_test)
+    estimate = lattice.predict_auxiliary(X_test)[:, :3] if system is None else lattice.predict(X_test)
     tic = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -105,7 +161,7 @@ def run(args) -> dict:
     error = np.abs(refined - truth).mean(axis=1)
     base = np.abs(estimate - truth).mean(axis=1)
     result = {
-        "split": split, "seed": args.seed, "n_systems": args.n_systems, "n_train": len(train), "n_test": len(test),
+        "split": split, "seed": args.seed, "predictor": args.predictor, "n_systems": args.n_systems, "n_train": len(train), "n_test": len(test),
         "predictor_scaled_mae": float(base.mean()),
         "refined_scaled_mae": float(error.mean()),
         "n_refined": refiner.n_refined_, "n_kept": refiner.n_kept_,
