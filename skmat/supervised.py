@@ -58,7 +58,9 @@ _PARAMETERS_DOC = """
     validation_fraction : float, default=0.1
         Share of the rows held out for early stopping on the training loss (0 disables it).
     patience : int, default=5
-        Epochs without validation improvement before stopping.
+        Epochs without improvement before stopping: of the validation accuracy for a
+        classifier (its cross-entropy rises while the accuracy still improves), of the
+        validation loss otherwise.
     max_grad_norm : float or None, default=None
         Clip the gradient norm of every step to this value.
     device : str, default="auto"

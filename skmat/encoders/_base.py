@@ -39,7 +39,9 @@ _TRAINING_DOC = """
     validation_fraction : float, default=0.1
         Share of the rows held out for early stopping (0 disables it).
     patience : int, default=5
-        Epochs without improvement of the validation loss before stopping.
+        Epochs without improvement before stopping: of the validation accuracy for a
+        classifier (its cross-entropy rises while the accuracy still improves), of the
+        validation loss otherwise.
     max_grad_norm : float or None, default=None
         Clip the global L2 norm of the gradients to this value before every optimizer step
         (a guard against a single bad batch blowing the weights up); None does not clip.

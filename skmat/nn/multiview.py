@@ -109,6 +109,12 @@ class SupervisedViewModel(nn.Module):
         h, present = self.embed(batch)
         return self.head(h), present
 
+    def count_correct(self, output, y: torch.Tensor) -> tuple[int, int]:
+        """(rows whose class is predicted right, rows with the view), for a classifier."""
+        prediction, present = output
+        target = y[present]
+        return int((prediction.argmax(dim=1) == target.reshape(-1).long()).sum()), int(target.shape[0])
+
     def loss(self, output, y: torch.Tensor) -> torch.Tensor:
         prediction, present = output
         target = y[present]
@@ -206,6 +212,15 @@ class FusionPredictor(nn.Module):
         fused = self.fuse(embeddings, presence)
         any_view = torch.stack(list(presence.values()), dim=1).any(dim=1)
         return self.head(fused), any_view, embeddings, presence
+
+    def count_correct(self, output, y: torch.Tensor) -> tuple[int, int]:
+        """(rows whose class is predicted right, rows with some view), for a classifier."""
+        prediction, any_view = output[0], output[1]
+        target = y[any_view]
+        if self.n_auxiliary:
+            target = target[:, 0]
+        right = prediction[any_view][:, : self.n_outputs].argmax(dim=1) == target.reshape(-1).long()
+        return int(right.sum()), int(target.shape[0])
 
     def loss_terms(self, output, y: torch.Tensor) -> dict:
         """Each term of the loss, unweighted: ``task``, then ``auxiliary`` and ``contrastive``
