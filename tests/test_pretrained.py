@@ -205,11 +205,17 @@ def test_re_ranking_orders_the_shortlist_by_pattern_similarity(rocksalt_pattern)
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
         return a @ (b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)).T
 
-    rows, scores = search_references(index, embeddings, patterns, grid, k=3, shortlist=30, similarity=cosine)
+    rows, scores = search_references(index, embeddings, patterns, grid, k=3, shortlist=30, similarity=cosine,
+                                     embedding_weight=0.0)
     assert (np.diff(scores, axis=1) <= 1e-6).all()
-    candidates, _ = index.search(embeddings, k=30)
+    candidates, cosines = index.search(embeddings, k=30)
     assert all(set(r) <= set(c) for r, c in zip(rows, candidates, strict=True))
     assert scores[:, 0].min() > 0.9  # its own peaks (background removal keeps them)
+    # by default the rank adds the embeddings' cosine to the pattern similarity
+    blended, similarity = search_references(index, embeddings, patterns, grid, k=3, shortlist=30, similarity=cosine)
+    for i in range(2):
+        cosine_of = dict(zip(candidates[i], cosines[i], strict=True))
+        assert np.all(np.diff([s + cosine_of[r] for r, s in zip(blended[i], similarity[i], strict=True)]) <= 1e-5)
     plain, _ = search_references(index, embeddings, patterns, grid, k=3, shortlist=0)
     np.testing.assert_array_equal(plain, index.search(embeddings, k=3)[0])
 
@@ -263,12 +269,22 @@ def test_identify_a_measured_rruff_pattern(rruff_pattern, tmp_path):
     assert set(answer.probabilities) == set(classes)
     assert sum(answer.probabilities.values()) == pytest.approx(1, abs=1e-3)
     assert len(answer.matches) == 4 and answer.used_composition is None
-    assert [m["similarity"] for m in answer.matches] == sorted((m["similarity"] for m in answer.matches), reverse=True)
+    ranked_by = [m["similarity"] + m["embedding_similarity"] for m in answer.matches]
+    assert ranked_by == sorted(ranked_by, reverse=True)
+    assert all(-1 <= m["embedding_similarity"] <= 1 and 0 <= m["similarity"] <= 1 for m in answer.matches)
     assert all(1 <= m["space_group"] <= 230 for m in answer.matches)
     assert answer.lattice["a"] > 0 and answer.wavelength == pytest.approx(1.541838)
     with_formula = identify(path, composition="SiO2", top=4)[0]
     assert with_formula.used_composition == "SiO2"
     assert with_formula.probabilities != answer.probabilities  # the composition view is read
+
+
+def test_a_composition_puts_references_of_its_elements_first(rocksalt_pattern):
+    grid, cu, _ = rocksalt_pattern
+    formulas = [m["formula"].split(" (")[0] for m in identify([(grid, cu)], top=5)[0].matches]
+    assert set(formulas) != {"NaCl"}  # XRD alone: an isostructural halide among the five
+    with_formula = identify([(grid, cu)], composition="NaCl", top=5)[0]
+    assert {m["formula"].split(" (")[0] for m in with_formula.matches} == {"NaCl"}
 
 
 def test_the_matches_vote_on_the_crystal_system(rocksalt_pattern):

@@ -83,6 +83,16 @@ class ReferenceIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def unit_embeddings(self, against: str = "xrd") -> np.ndarray:
+        """The *against* embeddings as float32 rows of unit length (computed once)."""
+        from skmat._cosine import _normalized_embeddings
+
+        if against not in self._unit_embeddings:
+            # LatentIndex's own kernel, without the estimator around it (and its scikit-learn import)
+            database = getattr(self, f"{against}_embeddings").astype(np.float32)
+            self._unit_embeddings[against] = _normalized_embeddings(database, "embeddings")
+        return self._unit_embeddings[against]
+
     def search(self, embeddings: np.ndarray, k: int = 5, *, against: str = "xrd") -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``k`` references most similar to each query embedding, best first.
 
@@ -107,11 +117,7 @@ class ReferenceIndex:
             raise ValueError(f"against must be 'structure' or 'xrd', got {against!r}")
         if getattr(self, f"{against}_embeddings") is None:
             raise ValueError("this index holds no structure embeddings (build_index(..., structure_view=True))")
-        if against not in self._unit_embeddings:
-            # LatentIndex's own kernel, without the estimator around it (and its scikit-learn import)
-            database = getattr(self, f"{against}_embeddings").astype(np.float32)
-            self._unit_embeddings[against] = _normalized_embeddings(database, "embeddings")
-        database = self._unit_embeddings[against]
+        database = self.unit_embeddings(against)
         k = max(1, min(int(k), len(self)))
         queries = _normalized_embeddings(
             np.asarray(embeddings, dtype=np.float32), "embeddings", n_features=database.shape[1]
