@@ -538,6 +538,12 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         Crystal systems tried per row, most probable first (from the crystal-system model's
         ``predict_proba``); the first whose refinement converges gives the lattice. 1 tries
         the predicted system only.
+    atoms_from : {"composition+lattice", "composition"}, default="composition+lattice"
+        How N, the atoms in the refined primitive cell, is chosen among multiples of the
+        reduced formula: nearest the cell volume over the formula's fitted volume per atom
+        (``"composition"``), or nearest that and the volume per atom the predictor's scaled
+        lengths imply, together (:func:`~skmat.features.indexing.atoms_in_cell`'s
+        ``volume_per_atom_hint``).
 
     Attributes
     ----------
@@ -606,6 +612,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         refine_zero_shift: bool | None = None,
         search_range: float = 0.15,
         n_systems: int = 1,
+        atoms_from: str = "composition+lattice",
     ):
         self.predictor = predictor
         self.system_predictor = system_predictor
@@ -616,6 +623,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.refine_zero_shift = refine_zero_shift
         self.search_range = search_range
         self.n_systems = n_systems
+        self.atoms_from = atoms_from
 
     # -- fitting ----------------------------------------------------------------------------
     def _method(self) -> str:
@@ -656,6 +664,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             raise ValueError(f"search_range must be in [0, 0.5), got {self.search_range!r}")
         if not (isinstance(self.n_systems, int) and 1 <= self.n_systems <= 7):
             raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
+        if self.atoms_from not in ("composition+lattice", "composition"):
+            raise ValueError(f"atoms_from must be 'composition+lattice' or 'composition', got {self.atoms_from!r}")
         frame = to_frame(X)
         check_has_rows(frame)
         labels = row_labels(frame)
@@ -908,7 +918,13 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         try:
             primitive = primitive_niggli(best.cell, best.centring)
             volume = float(np.sqrt(max(np.linalg.det(_direct_metric(primitive[None])[0]), 0.0)))
-            n_atoms = atoms_in_cell(volume, composition, self.element_volumes_)
+            hint = None
+            if self.atoms_from == "composition+lattice":
+                # the predictor's scaled lengths say a*b*c / N; the refined cell's angles turn
+                # that into a volume per atom independent of the element volumes
+                lengths = float(np.prod(primitive[:3]))
+                hint = float(np.prod(np.clip(scaled, 1e-3, None))) * volume / lengths
+            n_atoms = atoms_in_cell(volume, composition, self.element_volumes_, volume_per_atom_hint=hint)
         except InvalidInputError as exc:
             return exc.reason
         return primitive[:3] / n_atoms ** (1 / 3)

@@ -885,7 +885,14 @@ def fit_element_volumes(structures: Any, prior_weight: float = 1.0) -> dict[str,
     return {e: float(v) for e, v in zip(elements, fitted, strict=True)}
 
 
-def atoms_in_cell(volume: float, composition: Any, element_volumes: dict, *, max_multiple: int = 16) -> int:
+def atoms_in_cell(
+    volume: float,
+    composition: Any,
+    element_volumes: dict,
+    *,
+    max_multiple: int = 16,
+    volume_per_atom_hint: float | None = None,
+) -> int:
     """Atoms in a cell of *volume*: the multiple of the reduced formula nearest (in log)
     to the volume divided by the composition's mean volume per atom.
 
@@ -899,6 +906,10 @@ def atoms_in_cell(volume: float, composition: Any, element_volumes: dict, *, max
         Volume per atom of each element (e.g. from :func:`fit_element_volumes`).
     max_multiple : int, default=16
         Largest number of formula units considered.
+    volume_per_atom_hint : float or None, default=None
+        A second, independent estimate of the volume per atom (Å³), e.g. from a predictor's
+        scaled lattice lengths. The multiple then minimises the sum of the two log-distances,
+        so where the element volumes sit halfway between two multiples the hint decides.
 
     Returns
     -------
@@ -915,6 +926,10 @@ def atoms_in_cell(volume: float, composition: Any, element_volumes: dict, *, max
     2
     >>> atoms_in_cell(179.4, "NaCl", {"Na": 23.0, "Cl": 22.0})
     8
+    >>> atoms_in_cell(120.0, "NaCl", {"Na": 23.0, "Cl": 22.0})  # 5.3 atoms' worth: 6
+    6
+    >>> atoms_in_cell(120.0, "NaCl", {"Na": 23.0, "Cl": 22.0}, volume_per_atom_hint=28.0)
+    4
     """
     from pymatgen.core import Composition
 
@@ -933,7 +948,13 @@ def atoms_in_cell(volume: float, composition: Any, element_volumes: dict, *, max
     per_atom = sum(element_volumes[str(e)] * x for e, x in fractions.items())
     formula_atoms = composition.element_composition.get_reduced_composition_and_factor()[0].num_atoms
     multiples = np.arange(1, max_multiple + 1)
-    best = multiples[np.argmin(np.abs(np.log(multiples * formula_atoms) - math.log(volume / per_atom)))]
+    log_atoms = np.log(multiples * formula_atoms)
+    cost = np.abs(log_atoms - math.log(volume / per_atom))
+    if volume_per_atom_hint is not None:
+        if not (isinstance(volume_per_atom_hint, Real) and math.isfinite(volume_per_atom_hint) and volume_per_atom_hint > 0):
+            raise InvalidInputError(f"volume_per_atom_hint must be a positive number, got {volume_per_atom_hint!r}")
+        cost = cost + np.abs(log_atoms - math.log(volume / volume_per_atom_hint))
+    best = multiples[np.argmin(cost)]
     return int(round(best * formula_atoms))
 
 
