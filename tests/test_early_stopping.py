@@ -21,7 +21,8 @@ def _crystal_systems(frame):
 
 def test_classifier_records_validation_accuracy_and_stops_on_it(rows):
     y = _crystal_systems(rows)
-    model = XRDEncoder(n_bins=256, channels=(4, 8), max_epochs=30, patience=2, random_state=0).fit(rows, y)
+    model = XRDEncoder(n_bins=256, channels=(4, 8), max_epochs=30, validation_fraction=0.1, patience=2,
+                       random_state=0).fit(rows, y)
     history = model.net_.history
     accuracy = np.array(history[:, "valid_acc"])
     assert np.all((accuracy >= 0) & (accuracy <= 1))
@@ -53,3 +54,10 @@ def test_regressor_still_stops_on_validation_loss(rows):
     callbacks = dict(model.net_.callbacks)
     assert callbacks["early_stopping"].monitor == "valid_loss"
     assert "valid_acc" not in model.net_.history[-1]
+
+
+def test_xrd_encoder_trains_every_epoch_by_default(rows):
+    y = _crystal_systems(rows)
+    model = XRDEncoder(n_bins=256, channels=(4, 8), max_epochs=3, random_state=0).fit(rows, y)
+    assert len(model.net_.history) == 3
+    assert "early_stopping" not in dict(model.net_.callbacks) and "valid_acc" not in model.net_.history[-1]

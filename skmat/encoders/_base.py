@@ -36,8 +36,9 @@ _TRAINING_DOC = """
         Peak learning rate of AdamW (linear warm-up, then cosine decay).
     weight_decay : float, default=1e-4
         AdamW weight decay.
-    validation_fraction : float, default=0.1
-        Share of the rows held out for early stopping (0 disables it).
+    validation_fraction : float, default={validation_fraction}
+        Share of the rows held out for early stopping (0 disables it: every epoch of the
+        warm-up + cosine schedule runs, on all rows).
     patience : int, default=5
         Epochs without improvement before stopping: of the validation accuracy for a
         classifier (its cross-entropy rises while the accuracy still improves), of the
@@ -355,12 +356,12 @@ class _NeuralViewEncoder(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _with_training_doc(max_epochs: int):
+def _with_training_doc(max_epochs: int, validation_fraction: float = 0.1):
     """Class decorator: fill the ``%(training)s`` slot of an encoder's Parameters section with
     the training parameters every encoder shares (written once, in ``_TRAINING_DOC``)."""
 
     def fill(cls):
-        cls.__doc__ = cls.__doc__.replace("%(training)s", _TRAINING_DOC.format(max_epochs=max_epochs).strip("\n"))
+        cls.__doc__ = cls.__doc__.replace("%(training)s", _TRAINING_DOC.format(max_epochs=max_epochs, validation_fraction=validation_fraction).strip("\n"))
         return cls
 
     return fill

@@ -12,7 +12,7 @@ from skmat.encoders._base import _NeuralViewEncoder, _with_training_doc
 from skmat.exceptions import InvalidInputError
 
 
-@_with_training_doc(max_epochs=30)
+@_with_training_doc(max_epochs=30, validation_fraction=0.0)
 class XRDEncoder(_NeuralViewEncoder):
     """1-D convolutional network over a powder XRD pattern (as UniMat).
 
@@ -56,6 +56,17 @@ class XRDEncoder(_NeuralViewEncoder):
         ``benchmarks/measured_xrd.py`` and ``docs/results.md``).
 %(training)s
 
+    Notes
+    -----
+    Unlike the other encoders, the XRD encoder trains every epoch on all rows by default
+    (``validation_fraction=0``). Measured on MP-20 crystal systems (7,238 training patterns,
+    20 epochs, ``benchmarks/early_stopping.py``, seeds 0 and 1): 74.0 % (75.9, 72.1) test
+    accuracy training every epoch, 71.9 % (73.3, 70.5) with 10 % held out and early stopping
+    on the validation accuracy, and 72.0 % (one seed) when it stopped on the validation
+    cross-entropy, which rises from about epoch 5 while the accuracy still improves. The
+    warm-up + cosine schedule is laid out over ``max_epochs``: stopping early leaves the
+    learning rate high.
+
     Examples
     --------
     >>> from skmat.datasets import load_prototypes
@@ -84,7 +95,7 @@ class XRDEncoder(_NeuralViewEncoder):
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         patience: int = 5,
         max_grad_norm: float | None = None,
         device: str = "auto",
