@@ -74,7 +74,7 @@ def test_cmma_quick_json_structure_and_finite_numbers(cmma_run):
         assert set(model["one_view_missing"]) == set(views)
         for missing, r in model["one_view_missing"].items():
             assert set(r["to"]) == set(views) - {missing}
-        for target in cmma.TARGETS:
+        for target in [*cmma.TARGETS, *(f"{t}, linear" for t in cmma.TARGETS)]:
             maes = model["properties_mae"][target]
             assert set(maes) == {"fused (all views)", "fused (views concatenated)", *(f"{v} only" for v in views)}
             assert all(v >= 0 for v in maes.values())
