@@ -74,6 +74,7 @@ def test_cmma_quick_json_structure_and_finite_numbers(cmma_run):
         assert set(model["one_view_missing"]) == set(views)
         for missing, r in model["one_view_missing"].items():
             assert set(r["to"]) == set(views) - {missing}
+            assert set(r["kept_R@10_without_target"]) == set(views) - {missing}
         for target in [*cmma.TARGETS, *(f"{t}, linear" for t in cmma.TARGETS)]:
             maes = model["properties_mae"][target]
             assert set(maes) == {"fused (all views)", "fused (views concatenated)", *(f"{v} only" for v in views)}
@@ -94,6 +95,19 @@ def test_cmma_quick_writes_the_table_and_the_figure(cmma_run):
     assert (out / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the descriptions are cached: a rerun reads them instead of running robocrys again
     assert any((out / "cache").rglob("*.pkl"))
+
+
+def test_kept_without_target_leaves_the_database_view_out_of_both_queries():
+    cmma = _load_script("cmma")
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(50, 8))
+    # "a" and "b" carry the row's identity, "c" is noise
+    embeddings = {"a": shared, "b": shared + 0.01 * rng.normal(size=(50, 8)), "c": rng.normal(size=(50, 8))}
+    result = cmma.evaluate_retrieval({k: v.astype(np.float32) for k, v in embeddings.items()})
+    strict = result["one_view_missing"]["a"]["kept_R@10_without_target"]
+    assert set(strict) == {"b", "c"}
+    # to "b": all but b is {a, c}; all but a and b is {c}: losing "a" loses the identity
+    assert strict["b"] < 0.5
 
 
 def test_fused_query_is_the_mean_of_the_present_views():
