@@ -663,7 +663,7 @@ def measured_metrics(models_dir: Path, data_home: Path, log) -> None:
 
     from skmat.datasets import fetch_rruff_xrd
     from skmat.pretrained import identify
-    from skmat.pretrained._identify import MATCH_WEIGHT, VOTE_MATCHES, VOTE_POWER
+    from skmat.pretrained._identify import MATCH_WEIGHT, VOTE_MATCHES, VOTE_POWER, blend_match_votes
 
     _os.environ["SKMAT_PRETRAINED_DIR"] = str(models_dir)
     frame = fetch_rruff_xrd(data_home=data_home).frame
@@ -683,11 +683,10 @@ def measured_metrics(models_dir: Path, data_home: Path, log) -> None:
     matched = systems[:, 0]
 
     def blended_accuracy(weight, power, n_matches=VOTE_MATCHES):
-        # identify's rule (skmat.pretrained._identify), recomputed for other settings
-        votes = similarity[:, :n_matches, None] ** power * (systems[:, :n_matches, None] == np.array(classes))
-        votes = votes.sum(axis=1)
-        votes = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
-        return round(float(np.mean(np.array(classes)[(probabilities + weight * votes).argmax(axis=1)] == truth)), 4)
+        # identify's rule, for other settings
+        scores = blend_match_votes(probabilities, systems, similarity, classes, weight=weight, power=power,
+                                   n_matches=n_matches)
+        return round(float(np.mean(np.array(classes)[scores.argmax(axis=1)] == truth)), 4)
 
     result = {
         "patterns": len(frame),

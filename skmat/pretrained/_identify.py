@@ -402,6 +402,54 @@ def search_references(
     return rows, scores
 
 
+def blend_match_votes(
+    probabilities: np.ndarray,
+    match_systems: np.ndarray,
+    match_similarities: np.ndarray,
+    classes: list,
+    *,
+    weight: float = MATCH_WEIGHT,
+    power: float = VOTE_POWER,
+    n_matches: int = VOTE_MATCHES,
+) -> np.ndarray:
+    """identify's crystal-system scores: the classifier's probabilities blended with a vote of
+    the best reference matches.
+
+    Each of the *n_matches* best matches of a row votes for its crystal system with its
+    whole-pattern similarity to the *power*; the votes are normalised to sum to 1 and added
+    with *weight* to the probabilities, and each row is renormalised (a row without votes
+    keeps its probabilities).
+
+    Parameters
+    ----------
+    probabilities : array of shape (n_rows, n_classes)
+    match_systems : array of str, shape (n_rows, n_found)
+        Crystal system of each row's matches, best first.
+    match_similarities : array of shape (n_rows, n_found)
+        Their whole-pattern similarities (negative values vote nothing).
+    classes : list of str
+        The class of each column of *probabilities*.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_classes)
+        Rows summing to 1.
+
+    Examples
+    --------
+    >>> blend_match_votes(np.array([[0.6, 0.4]]), np.array([["cubic", "cubic"]]), np.array([[0.9, 0.8]]),
+    ...                   ["tetragonal", "cubic"]).round(2).tolist()
+    [[0.3, 0.7]]
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    systems = np.asarray(match_systems).astype(str)[:, :n_matches]
+    strength = np.clip(np.asarray(match_similarities, dtype=float)[:, :n_matches], 0.0, None) ** power
+    vote = np.einsum("rm,rmc->rc", strength, systems[:, :, None] == np.asarray(classes, dtype=str))
+    totals = vote.sum(axis=1, keepdims=True)
+    vote = np.divide(vote, totals, out=np.zeros_like(vote), where=totals > 0)
+    return (probabilities + weight * vote) / (1.0 + weight * (totals > 0))
+
+
 def identify(
     patterns: Any,
     *,
@@ -498,18 +546,10 @@ def identify(
 
     unit_queries = _normalized_embeddings(np.asarray(embedded, dtype=np.float32), "embeddings")
     classes = [str(c) for c in classifier.classes_]
-    # the matches' vote: similarity ** VOTE_POWER summed per crystal system of the best matches
-    vote = np.zeros_like(probabilities)
-    if shortlist > 0 and match_weight > 0:
-        column = {c: j for j, c in enumerate(classes)}
-        for i in range(len(rows)):
-            for r, score in zip(rows[i, :VOTE_MATCHES], scores[i, :VOTE_MATCHES], strict=True):
-                j = column.get(str(index.crystal_systems[r]))
-                if j is not None:
-                    vote[i, j] += max(float(score), 0.0) ** VOTE_POWER
-        totals = vote.sum(axis=1, keepdims=True)
-        vote = np.divide(vote, totals, out=np.zeros_like(vote), where=totals > 0)
-    blended = (probabilities + match_weight * vote) / (1.0 + match_weight * (vote.sum(axis=1, keepdims=True) > 0))
+    # embedding scores (shortlist=0) are not pattern similarities: no vote then
+    weight = match_weight if shortlist > 0 else 0.0
+    match_systems = np.asarray(index.crystal_systems)[rows].astype(str)
+    blended = blend_match_votes(probabilities, match_systems, scores, classes, weight=weight)
     names = list(LATTICE_NAMES)[: lattice.shape[1]]
     answers = []
     for i, (label, _, _, used) in enumerate(measurements):
