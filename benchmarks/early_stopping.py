@@ -1,10 +1,12 @@
-"""Does the default early stopping of a classifier hurt? XRDEncoder on MP-20 crystal systems.
+"""Does early stopping of a classifier hurt? XRDEncoder on MP-20 crystal systems.
 
 The 80/20 split of MP-20 val that ``benchmarks/unimat.py`` uses (or ``--train`` / ``--test``
 CDVAE-schema CSVs as there), simulated Cu Kα patterns. For each seed, an ``XRDEncoder`` with
-its default training settings (10 % of the rows held out; stop after ``patience`` epochs
-without a better validation accuracy, keep the best epoch) against the same encoder trained
-every epoch on all rows (``validation_fraction=0``). Prints test accuracy and epochs run.
+early stopping (10 % of the rows held out; stop after 5 epochs without a better validation
+accuracy, keep the best epoch; the encoder's default before this benchmark) against the same
+encoder trained every epoch on all rows (``validation_fraction=0``, its default since).
+Both settings are passed explicitly, so the comparison does not move with the defaults.
+Prints test accuracy and epochs run.
 
 Usage::
 
@@ -57,8 +59,10 @@ def run(args) -> dict:
         X_test, _ = add_xrd(test, ns)
         y_train = train["crystal_system"].astype(str).to_numpy()
         y_test = test["crystal_system"].astype(str).to_numpy()
-        for name, settings in [("default (early stopping on validation accuracy)", {}),
-                               ("every epoch, all rows", {"validation_fraction": 0.0, "patience": 0})]:
+        for name, settings in [
+            ("early stopping on validation accuracy", {"validation_fraction": 0.1, "patience": 5}),
+            ("every epoch, all rows", {"validation_fraction": 0.0, "patience": 0}),
+        ]:
             tic = time.perf_counter()
             model = XRDEncoder(max_epochs=args.epochs, random_state=seed, **settings).fit(X_train, y_train)
             row = {"seed": seed, "setting": name, "split": split, "n_train": len(train), "n_test": len(test),
