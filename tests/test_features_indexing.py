@@ -13,6 +13,7 @@ from skmat.features.indexing import (
     atoms_in_cell,
     find_peaks,
     fit_element_volumes,
+    noise_level,
     primitive_niggli,
     refine_cell,
 )
@@ -114,6 +115,32 @@ def test_find_peaks_positions_below_the_grid_step(one_per_system):
     assert len(isolated) >= 3
     error = [np.abs(peaks - t).min() for t in isolated]
     assert max(error) < 0.005
+
+
+def test_noise_level_and_noise_aware_peaks(one_per_system):
+    """Simulated patterns have no noise; a measurement-like one does, and with noise_threshold
+    its peaks are the crystal's, not the counting noise's."""
+    from skmat.features.augment import XRDAugmenter
+
+    structures = [one_per_system[s][0] for s in ("cubic", "hexagonal", "orthorhombic")]
+    clean = XRDPattern().fit_transform(structures)
+    noisy = XRDAugmenter(random_state=0, strain=None, anisotropic_strain=None, zero_shift=None,
+                         displacement=None, kalpha2=False).fit_transform(structures)
+    off_stick = {"plain": 0, "aware": 0}
+    for structure, simulated, measured in zip(structures, clean, noisy, strict=True):
+        assert noise_level(simulated) == 0.0
+        assert noise_level(measured) > 0.0
+        # a noiseless pattern is picked as without the threshold
+        np.testing.assert_array_equal(find_peaks(simulated, GRID, noise_threshold=10)[0], find_peaks(simulated, GRID)[0])
+        plain, _ = find_peaks(measured, GRID, max_peaks=None)
+        aware, _ = find_peaks(measured, GRID, max_peaks=None, noise_threshold=10)
+        sticks, _ = compute_peaks(structure)
+        near = [np.abs(sticks - p).min() < 0.3 for p in aware]
+        assert len(aware) >= 3 and np.mean(near) >= 0.9, (len(aware), np.mean(near))
+        off_stick["plain"] += sum(np.abs(sticks - p).min() >= 0.3 for p in plain)
+        off_stick["aware"] += len(aware) - sum(near)
+    # without the threshold, noise wiggles on the peaks' flanks and the background pass as peaks
+    assert off_stick["plain"] >= 3 * max(off_stick["aware"], 1), off_stick
 
 
 @pytest.mark.parametrize(

@@ -193,3 +193,23 @@ def test_second_most_probable_system_refines_more_rows(fitted, small_rows, mp20)
     assert set(two_systems.refined_systems_[~two_systems.refined_]) <= {""}
     with pytest.raises(ValueError, match="n_systems"):
         clone(fitted).set_params(n_systems=0).fit(frame)
+
+
+def test_measurement_like_patterns_are_refined(fitted, small_rows):
+    """Patterns with noise, background, a zero shift, Kα2 and strain (XRDAugmenter) in the
+    'xrd' column: the counting noise is not taken for peaks, the zero shift is refined, and the
+    refined lattice beats the predictor's (within the ±2 % strain the pattern carries)."""
+    from skmat.features.augment import XRDAugmenter
+
+    frame, truth, systems = small_rows
+    right = np.flatnonzero(fitted.predict_crystal_system(frame) == systems)[:12]
+    X = frame.iloc[right][["material_id", "composition"]].reset_index(drop=True)
+    X["xrd"] = list(XRDAugmenter(random_state=0).fit_transform(list(frame["structure"].iloc[right])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        refined = fitted.predict(X)
+    predictor = fitted.predictor_.predict(X)
+    assert fitted.n_refined_ >= len(X) // 2, fitted.n_refined_
+    error = np.abs(refined - truth[right]).mean(axis=1)
+    assert np.median(error[fitted.refined_]) < 0.05, error
+    assert error.mean() < 0.9 * np.abs(predictor - truth[right]).mean(), (fitted.n_refined_, error)

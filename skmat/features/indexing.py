@@ -25,7 +25,9 @@ that a centred lattice wins when its systematic absences are borne out by the pa
 the cell MP-20 and most databases store.
 
 * :func:`find_peaks` — peak positions (sub-bin, by a parabola through the log of the three
-  top points, exact for a Gaussian) and heights of a pattern on a 2θ grid.
+  top points, exact for a Gaussian) and heights of a pattern on a 2θ grid; with
+  ``noise_threshold``, peaks must also stand that many noise levels (:func:`noise_level`) above
+  their surroundings, so counting noise on a measured pattern does not become peaks.
 * :func:`refine_cell` — the constrained refinement, returning an :class:`IndexingResult`.
 * :func:`primitive_niggli` — conventional cell + centring to the Niggli primitive cell.
 * :func:`fit_element_volumes` and :func:`atoms_in_cell` — the number of atoms N in a cell
@@ -47,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import scipy.signal
+from scipy.ndimage import gaussian_filter1d
 
 from skmat.exceptions import InvalidInputError
 from skmat.features.xrd import resolve_wavelength
@@ -58,6 +61,7 @@ __all__ = [
     "atoms_in_cell",
     "find_peaks",
     "fit_element_volumes",
+    "noise_level",
     "primitive_niggli",
     "refine_cell",
     "refine_lattices",
@@ -225,6 +229,7 @@ def find_peaks(
     *,
     prominence: float = 0.005,
     max_peaks: int | None = 60,
+    noise_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions and heights of the peaks of a powder pattern on a 2θ grid.
 
@@ -232,6 +237,13 @@ def find_peaks(
     (:func:`scipy.signal.find_peaks`). Each position is refined below the grid step by the
     vertex of the parabola through the logarithms of the three top points, which is exact for
     a Gaussian peak, and the height is read at that vertex.
+
+    A measured pattern's counting noise makes local maxima everywhere, and at 0.5 % of the
+    strongest peak many pass: the lowest-angle ones then fill *max_peaks*, and a refinement
+    sees noise instead of lines. With *noise_threshold*, a pattern with noise
+    (:func:`noise_level` > 0) is smoothed by a Gaussian of two grid steps and a peak's
+    prominence must also exceed *noise_threshold* noise levels. A noiseless (simulated)
+    pattern has a noise level of 0 and is picked exactly as without it.
 
     Parameters
     ----------
@@ -244,6 +256,10 @@ def find_peaks(
     max_peaks : int or None, default=60
         Keep at most this many peaks, the lowest-angle ones (they are the least overlapped and
         the most informative about the cell); ``None`` keeps all.
+    noise_threshold : float or None, default=None
+        Minimum prominence in noise levels (see above); ``None`` ignores the noise. On
+        measurement-like patterns of 60 held-out MP-20 structures (``XRDAugmenter``), 10 let
+        :class:`~skmat.supervised.LatticeRefiner` refine 37 of them instead of none.
 
     Returns
     -------
@@ -276,7 +292,13 @@ def find_peaks(
     top = y.max(initial=0.0)
     if not top > 0:
         raise InvalidInputError("the pattern has no positive intensity (no peaks)", view="xrd")
-    index, _ = scipy.signal.find_peaks(y, prominence=prominence * top)
+    threshold = prominence * top
+    if noise_threshold is not None:
+        noise = noise_level(y)
+        if noise > 0:
+            y = gaussian_filter1d(y, 2.0)
+            threshold = max(threshold, noise_threshold * noise)
+    index, _ = scipy.signal.find_peaks(y, prominence=threshold)
     index = index[(index > 0) & (index < len(y) - 1)]
     if max_peaks is not None:
         index = index[:max_peaks]
@@ -295,6 +317,47 @@ def find_peaks(
     vertex = centre_ - 0.25 * (left_ - right_) * offset
     heights = np.where(positive, np.exp(vertex), vertex)
     return x[index] + offset * step, heights
+
+
+def noise_level(pattern: Any) -> float:
+    """Standard deviation of a pattern's point-to-point noise, robustly estimated.
+
+    Noise makes about a third of a pattern's points local maxima (each point of white noise is
+    one with probability 1/3), a sum of smooth peak profiles far fewer: on 300 MP-20 structures,
+    simulated patterns had at most 14 % and measurement-like ones (``XRDAugmenter``) at least
+    20 %. A pattern with fewer than a sixth of its points local maxima has no noise (0.0).
+    Otherwise the noise is the median absolute deviation (times 1.4826, a normal
+    distribution's factor) of the residual of the pattern from itself smoothed by a Gaussian of
+    two grid steps; the median sees past the peaks, which cover a minority of the points.
+
+    Parameters
+    ----------
+    pattern : array-like of shape (n_bins,)
+        Intensities on an even grid.
+
+    Returns
+    -------
+    float
+        In the units of *pattern*.
+
+    Examples
+    --------
+    >>> grid = np.linspace(5, 90, 1701)
+    >>> peak = np.exp(-0.5 * ((grid - 30) / 0.1) ** 2)
+    >>> noise_level(peak)
+    0.0
+    >>> noisy = peak + np.random.default_rng(0).normal(0, 0.01, grid.size)
+    >>> 0.005 < noise_level(noisy) < 0.02
+    True
+    """
+    y = np.asarray(pattern, dtype=float).ravel()
+    if len(y) < 3:
+        return 0.0
+    maxima = (y[1:-1] > y[:-2]) & (y[1:-1] > y[2:])
+    if maxima.mean() < 1 / 6:
+        return 0.0
+    residual = y - gaussian_filter1d(y, 2.0)
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
 
 
 # --------------------------------------------------------------------------------------------
