@@ -461,6 +461,9 @@ def write_card(folder: Path, card: dict) -> None:
         lines.append("")
     if "index" in card:
         lines += ["## Reference index", "", "```", json.dumps(card["index"], indent=1), "```", ""]
+    if "held_out_refined" in card:
+        lines += ["## Lattice refined against the pattern (`skmat.pretrained.load_refiner`)", "", "```",
+                  json.dumps(card["held_out_refined"], indent=1), "```", ""]
     if "measured_rruff_dev" in card:
         lines += ["## `skmat identify` on measured RRUFF development patterns", "", "```",
                   json.dumps(card["measured_rruff_dev"], indent=1), "```", ""]
@@ -508,6 +511,8 @@ def train(name: str, recipe: dict, frames: dict, args, log) -> dict:
     if folder.exists():
         shutil.rmtree(folder)
     persist.save(model, folder)
+    if name != "structure-xrd-composition":
+        write_element_volumes(folder, train_frame, log)
     card = {
         "name": name,
         "placeholder": bool(args.quick),
@@ -535,6 +540,60 @@ def train(name: str, recipe: dict, frames: dict, args, log) -> dict:
     write_card(folder, card)
     log(f"{name}: wrote {folder} ({folder_size(folder) / 1e6:.2f} MB)")
     return {"model": model, "card": card, "folder": folder}
+
+
+def write_element_volumes(folder: Path, train_frame, log) -> None:
+    """The per-element volumes skmat.pretrained.load_refiner counts atoms with, fitted to the
+    classifier's training structures (the real ones: variants are distorted copies)."""
+    from skmat.features.indexing import fit_element_volumes
+    from skmat.pretrained._registry import ELEMENT_VOLUMES_FILE
+
+    real = train_frame[train_frame["source"] != "triclinic_variants"]
+    volumes = fit_element_volumes(list(real["structure"]))
+    (folder / ELEMENT_VOLUMES_FILE).write_text(json.dumps({k: round(float(v), 4) for k, v in sorted(volumes.items())},
+                                                          indent=0) + "\n", encoding="utf-8")
+    log(f"element volumes of {len(volumes)} elements from {len(real)} training structures")
+
+
+def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) -> None:
+    """Held-out scaled-lattice MAE of the classifier alone and inside load_refiner's
+    LatticeRefiner (clean and augmented patterns of *n_rows* held-out MP-20 rows), on the card."""
+    from skmat.pretrained import load_refiner
+
+    os.environ["SKMAT_PRETRAINED_DIR"] = str(folder.parent)
+    if not (folder / "element_volumes.json").is_file():
+        write_element_volumes(folder, frames["train"], log)
+    refiner = load_refiner(folder.name)
+    heldout = held_out_frame(frames["held_out"]["mp20"], "mp20", n_rows, recipe["seed"])
+    truth = heldout[LATTICE_TARGETS[:3]].to_numpy(dtype=float)
+    systems = heldout["crystal_system"].to_numpy().astype(str)
+    out = {}
+    for patterns, X in (("clean", heldout), ("augmented", augmented_views(heldout, recipe, recipe["seed"] + 3))):
+        X = X[[c for c in ("structure", "xrd", "composition") if c in X]]
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the rows kept are counted below
+            refined = refiner.predict(X)
+        seconds = time.perf_counter() - start
+        network = refiner.predictor_.predict_auxiliary(X)[:, :3]
+        right = refiner.predict_crystal_system(X) == systems
+        out[f"xrd+composition, {patterns} patterns"] = {
+            "scaled_lattice_mae_network": round(float(np.abs(network - truth).mean()), 4),
+            "scaled_lattice_mae_refined": round(float(np.abs(refined - truth).mean()), 4),
+            "rows_refined": int(refiner.n_refined_),
+            "rows_right_system": int(right.sum()),
+            "seconds_per_row": round(seconds / len(X), 2),
+            "rows": len(X),
+        }
+        log(f"{folder.name} refined, {patterns}: {json.dumps(out[f'xrd+composition, {patterns} patterns'])}")
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card["held_out_refined"] = {
+        "mp20": out,
+        "note": f"skmat.pretrained.load_refiner('{folder.name}') on {len(heldout)} held-out MP-20 rows "
+                "(seeded subsample of the card's held-out rows): the classifier's lattice refined against "
+                "each pattern under its predicted crystal system (skmat.supervised.LatticeRefiner)",
+    }
+    write_card(folder, card)
 
 
 def same_structure_hits(frame, rows, found) -> np.ndarray:
@@ -714,9 +773,10 @@ def measured_metrics(models_dir: Path, data_home: Path, log) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "name", choices=[*MODELS, "index", "retrieval", "measured", "all"],
+        "name", choices=[*MODELS, "index", "retrieval", "measured", "refined", "all"],
         help="model to train; 'index' rebuilds the reference index, 'retrieval' re-scores the shipped index's "
-        "retrieval, 'measured' scores identify on the data home's RRUFF patterns; 'all' does everything",
+        "retrieval, 'measured' scores identify on the data home's RRUFF patterns, 'refined' scores the "
+        "classifier's lattice refined against held-out patterns (load_refiner); 'all' does everything",
     )
     parser.add_argument("--quick", action="store_true", help="small subsets, few epochs: a labelled placeholder")
     parser.add_argument("--data-home", type=Path, default=None, help="data home (default: SKMAT_DATA)")
@@ -727,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override one recipe entry, e.g. --set classifier.max_epochs=5 --set data.n_mp20=2000 (JSON values)",
     )
+    parser.add_argument("--refined-rows", type=int, default=300,
+                        help="held-out MP-20 rows the 'refined' step scores (~1 s per row and pattern kind)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -755,11 +817,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:7.0f} s] {message}", flush=True)
 
     shipped = ["xrd-composition", "structure-xrd-composition"]
-    names = shipped if args.name == "all" else [] if args.name in ("index", "retrieval", "measured") else [args.name]
-    if names:
+    names = shipped if args.name == "all" else [] if args.name in ("index", "retrieval", "measured", "refined") else [args.name]
+    frames = None
+    if names or args.name == "refined":
         frames = load_frames(recipe, data_home, log)
-        for name in names:
-            train(name, recipe, frames, args, log)
+    for name in names:
+        train(name, recipe, frames, args, log)
+    if args.name in ("all", "refined", "xrd-composition"):
+        refined_metrics(Path(args.out) / "xrd-composition", recipe, frames, 20 if args.quick else args.refined_rows, log)
     if args.name in ("all", "index", "structure-xrd-composition"):
         write_index(Path(args.out) / "structure-xrd-composition", recipe, data_home, args, log)
     if args.name == "retrieval":

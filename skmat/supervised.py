@@ -15,6 +15,7 @@ peaks of its powder pattern, constrained to the predicted crystal system
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -546,6 +547,11 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         (``"composition"``), or nearest that and the volume per atom the predictor's scaled
         lengths imply, together (:func:`~skmat.features.indexing.atoms_in_cell`'s
         ``volume_per_atom_hint``).
+    element_volumes : dict of str to float or None, default=None
+        Volume per atom of each element (Å³). ``None`` fits them in ``fit`` to the training
+        structures (:func:`~skmat.features.indexing.fit_element_volumes`); a dict is used as
+        given, and ``fit`` then needs no structures (``fit()`` with ``prefit=True``), as for a
+        pretrained predictor shipped with its volumes (:func:`skmat.pretrained.load_refiner`).
 
     Attributes
     ----------
@@ -615,6 +621,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         search_range: float = 0.15,
         n_systems: int = 1,
         atoms_from: str = "composition+lattice",
+        element_volumes: dict | None = None,
     ):
         self.predictor = predictor
         self.system_predictor = system_predictor
@@ -626,6 +633,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.search_range = search_range
         self.n_systems = n_systems
         self.atoms_from = atoms_from
+        self.element_volumes = element_volumes
 
     # -- fitting ----------------------------------------------------------------------------
     def _method(self) -> str:
@@ -637,13 +645,14 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             return self.lattice_method
         return "predict_auxiliary" if self.system_predictor is None else "predict"
 
-    def fit(self, X: Any, y: Any = None, *, crystal_systems: Any = None, **fit_params: Any) -> LatticeRefiner:
+    def fit(self, X: Any = None, y: Any = None, *, crystal_systems: Any = None, **fit_params: Any) -> LatticeRefiner:
         """Fit the element volumes on the structures of *X* (and the predictors, unless prefit).
 
         Parameters
         ----------
-        X : DataFrame or list of Structure
-            Training materials; needs a ``structure`` column.
+        X : DataFrame, list of Structure or None
+            Training materials; needs a ``structure`` column, unless *element_volumes* is
+            given and the predictors are prefit (then ``None`` will do).
         y : array-like, default=None
             Target of ``predictor.fit`` (ignored with ``prefit=True``): the scaled lattice,
             or, for a multitask :class:`MultiModalClassifier`, the crystal systems (the
@@ -668,17 +677,30 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
         if self.atoms_from not in ("composition+lattice", "composition"):
             raise ValueError(f"atoms_from must be 'composition+lattice' or 'composition', got {self.atoms_from!r}")
-        frame = to_frame(X)
-        check_has_rows(frame)
-        labels = row_labels(frame)
-        if "structure" not in frame.columns:
-            raise InvalidInputError(
-                "LatticeRefiner.fit needs a 'structure' column: the element volumes are fitted to the training cells",
-                view="structure",
-            )
-        structures = [_parse_structure(s, label, "structure") for s, label in zip(frame["structure"], labels,
-                                                                                     strict=True)]
-        self.element_volumes_ = fit_element_volumes(structures)
+        given_volumes = self.element_volumes is not None
+        if given_volumes:
+            volumes = dict(self.element_volumes)
+            if not volumes or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in volumes.values()):
+                raise ValueError("element_volumes must map element symbols to positive volumes (Å³ per atom)")
+        if X is None and given_volumes and self.prefit:
+            structures = []
+        else:
+            if X is None:
+                raise InvalidInputError(
+                    "LatticeRefiner.fit needs training structures, unless element_volumes is given and prefit=True",
+                    view="structure",
+                )
+            frame = to_frame(X)
+            check_has_rows(frame)
+            labels = row_labels(frame)
+            if "structure" not in frame.columns:
+                raise InvalidInputError(
+                    "LatticeRefiner.fit needs a 'structure' column: the element volumes are fitted to the training cells",
+                    view="structure",
+                )
+            structures = [_parse_structure(s, label, "structure") for s, label in zip(frame["structure"], labels,
+                                                                                         strict=True)]
+        self.element_volumes_ = volumes if given_volumes else fit_element_volumes(structures)
         if self.prefit:
             check_is_fitted(self.predictor)
             self.predictor_ = self.predictor

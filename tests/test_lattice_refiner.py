@@ -213,3 +213,18 @@ def test_measurement_like_patterns_are_refined(fitted, small_rows):
     error = np.abs(refined - truth[right]).mean(axis=1)
     assert np.median(error[fitted.refined_]) < 0.05, error
     assert error.mean() < 0.9 * np.abs(predictor - truth[right]).mean(), (fitted.n_refined_, error)
+
+
+def test_given_element_volumes_need_no_training_structures(fitted, small_rows):
+    frame, _, _ = small_rows
+    given = LatticeRefiner(fitted.predictor_, fitted.system_predictor_, prefit=True,
+                           element_volumes=fitted.element_volumes_).fit()
+    assert given.element_volumes_ == fitted.element_volumes_
+    assert given.element_volumes_ is not fitted.element_volumes_  # a copy: the user's dict stays theirs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        np.testing.assert_array_equal(given.predict(frame.iloc[:4]), fitted.predict(frame.iloc[:4]))
+    with pytest.raises(InvalidInputError, match="needs training structures"):
+        LatticeRefiner(fitted.predictor_, prefit=True).fit()
+    with pytest.raises(ValueError, match="positive volumes"):
+        LatticeRefiner(fitted.predictor_, prefit=True, element_volumes={"Na": -1.0}).fit()

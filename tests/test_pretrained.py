@@ -26,6 +26,7 @@ from skmat.pretrained import (
     list_models,
     load,
     load_index,
+    load_refiner,
     model_card,
     read_pattern,
 )
@@ -123,6 +124,39 @@ def test_loaded_models_are_ordinary_fitted_estimators(tmp_path):
     assert clone(clf).get_params()["aligner__latent_dim"] == clf.aligner.latent_dim  # an unfitted copy
     again = load_file(save(clf, tmp_path / "copy"))
     np.testing.assert_allclose(again.predict_proba(X), proba, atol=1e-6)
+
+
+def test_load_refiner_refines_the_classifier_lattice(tmp_path, monkeypatch):
+    """The shipped classifier with its shipped element volumes: simulated patterns of real
+    structures are refined to their MP-20-style lattice, and a model without volumes is refused."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from skmat.datasets import load_prototypes
+    from skmat.supervised import LatticeRefiner
+
+    refiner = load_refiner(CLASSIFIER)
+    assert isinstance(refiner, LatticeRefiner) and refiner.prefit and refiner.element_volumes_["Na"] > 0
+    frame = load_prototypes().frame
+    # cells of three crystal systems the classifier names right: rock salt, a tetragonal AB
+    # (P4/nmm) and an orthorhombic AB (Cmcm). (hcp Mg refines to the right cell but counts 3
+    # atoms, not 2: Mg's volume fitted to compounds, 15 Å^3, is ionic, the metal's is 23 Å^3.)
+    X = frame[frame["material_id"].isin(["AB_cF8_225_a_b", "AB_tP4_129_a_c", "AB_oC8_63_c_c"])]
+    X = X[["material_id", "structure", "composition"]].reset_index(drop=True)
+    truth = []
+    for structure in X["structure"]:
+        primitive = SpacegroupAnalyzer(structure, symprec=0.1).find_primitive()
+        lengths = np.sort(primitive.lattice.get_niggli_reduced_lattice().abc)
+        truth.append(lengths / len(primitive) ** (1 / 3))
+    refined = refiner.predict(X)
+    network = refiner.predictor_.predict_auxiliary(X)[:, :3]
+    assert refiner.n_refined_ == len(X), refiner.refined_systems_
+    np.testing.assert_allclose(refined, np.array(truth), atol=0.01)
+    assert np.abs(network - np.array(truth)).mean() > np.abs(refined - np.array(truth)).mean()
+    # a folder whose classifier has no element volumes
+    shutil.copytree(MODELS_DIR / CLASSIFIER, tmp_path / CLASSIFIER, ignore=shutil.ignore_patterns("element_volumes.json"))
+    monkeypatch.setenv("SKMAT_PRETRAINED_DIR", str(tmp_path))
+    with pytest.raises(UnknownModelError, match="no element volumes"):
+        load_refiner(CLASSIFIER)
 
 
 @pytest.mark.parametrize("name", [CLASSIFIER, ALIGNER])

@@ -259,7 +259,7 @@ def find_peaks(
     noise_threshold : float or None, default=None
         Minimum prominence in noise levels (see above); ``None`` ignores the noise. On
         measurement-like patterns of 60 held-out MP-20 structures (``XRDAugmenter``), 10 let
-        :class:`~skmat.supervised.LatticeRefiner` refine 37 of them instead of none.
+        :class:`~skmat.supervised.LatticeRefiner` refine 35 of them instead of none.
 
     Returns
     -------

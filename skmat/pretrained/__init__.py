@@ -7,7 +7,8 @@ reproduced by ``python scripts/train_pretrained.py NAME`` of the source checkout
 
 * ``xrd-composition``: a :class:`~skmat.supervised.MultiModalClassifier` of the crystal system
   from a powder pattern and, when known, the composition, with the lattice as an auxiliary
-  output (its ``predict_auxiliary``);
+  output (its ``predict_auxiliary``); :func:`load_refiner` wraps it in a
+  :class:`~skmat.supervised.LatticeRefiner`, which refines that lattice against the pattern;
 * ``structure-xrd-composition``: a :class:`~skmat.align.MultiModalAligner` of structure, XRD
   and composition, with the reference index that :func:`identify` searches.
 """
@@ -22,7 +23,7 @@ from skmat.pretrained._identify import (
     read_pattern,
 )
 from skmat.pretrained._index import ReferenceIndex
-from skmat.pretrained._registry import UnknownModelError, list_models, load, load_index, model_card
+from skmat.pretrained._registry import UnknownModelError, list_models, load, load_index, load_refiner, model_card
 
 __all__ = [
     "Identification",
@@ -33,6 +34,7 @@ __all__ = [
     "list_models",
     "load",
     "load_index",
+    "load_refiner",
     "model_card",
     "plot_identification",
     "read_pattern",

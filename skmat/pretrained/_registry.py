@@ -113,6 +113,53 @@ def load(name: str, *, device: str | None = "cpu") -> Any:
     return load_model(model_path(name), device=device)
 
 
+#: per-element volumes (Å³ per atom) fitted to a classifier's training structures, saved beside
+#: its model files by scripts/train_pretrained.py
+ELEMENT_VOLUMES_FILE = "element_volumes.json"
+
+
+def load_refiner(name: str = "xrd-composition", *, device: str | None = "cpu", **params: Any) -> Any:
+    """A pretrained classifier inside a :class:`~skmat.supervised.LatticeRefiner`, ready to predict.
+
+    Its ``predict`` gives the scaled lattice (a, b, c) / N^(1/3) of each row refined against
+    the row's pattern, under the crystal system the classifier predicts, from the
+    classifier's own lattice (``predict_auxiliary``); rows that do not refine keep the
+    classifier's lattice. The element volumes that count the atoms in a refined cell were
+    fitted to the model's training structures and ship with it.
+
+    Parameters
+    ----------
+    name : str, default="xrd-composition"
+        A pretrained classifier with a lattice output (see :func:`list_models`).
+    device : str or None, default="cpu"
+        As for :func:`load`.
+    **params
+        Other :class:`~skmat.supervised.LatticeRefiner` parameters (e.g. ``search_range``).
+
+    Returns
+    -------
+    LatticeRefiner
+        Fitted (``prefit=True``).
+
+    Examples
+    --------
+    >>> from skmat.datasets import load_prototypes
+    >>> refiner = load_refiner()
+    >>> X = load_prototypes().frame.query("material_id == 'AB_cF8_225_a_b'")[["structure", "composition"]]
+    >>> lattice = refiner.predict(X)   # rock salt: the refined cell from its simulated pattern
+    >>> lattice.shape, refiner.n_refined_
+    ((1, 3), 1)
+    """
+    from skmat.supervised import LatticeRefiner
+
+    folder = model_path(name)
+    volumes_file = folder / ELEMENT_VOLUMES_FILE
+    if not volumes_file.is_file():
+        raise UnknownModelError(f"pretrained model {name!r} ships no element volumes: it cannot refine lattices")
+    volumes = json.loads(volumes_file.read_text(encoding="utf-8"))
+    return LatticeRefiner(load(name, device=device), prefit=True, element_volumes=volumes, **params).fit()
+
+
 def shared_network(name: str):
     """The model *name* read for prediction only (:class:`~skmat.pretrained._inference.InferenceModel`),
     once per process: what :func:`~skmat.pretrained.identify` runs, without the estimator's
