@@ -209,10 +209,13 @@ def test_measurement_like_patterns_are_refined(fitted, small_rows):
         warnings.simplefilter("ignore", UserWarning)
         refined = fitted.predict(X)
     predictor = fitted.predictor_.predict(X)
-    assert fitted.n_refined_ >= len(X) // 2, fitted.n_refined_
+    # rows with peaks enough to fix their cell are refined (min_peaks_per_parameter), the others
+    # keep the predictor's lattice
+    assert fitted.n_refined_ >= 2, fitted.n_refined_
     error = np.abs(refined - truth[right]).mean(axis=1)
     assert np.median(error[fitted.refined_]) < 0.05, error
-    assert error.mean() < 0.9 * np.abs(predictor - truth[right]).mean(), (fitted.n_refined_, error)
+    np.testing.assert_array_equal(refined[~fitted.refined_], predictor[~fitted.refined_])
+    assert error.mean() < 0.95 * np.abs(predictor - truth[right]).mean(), (fitted.n_refined_, error)
 
 
 def test_given_element_volumes_need_no_training_structures(fitted, small_rows):
