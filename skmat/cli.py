@@ -233,6 +233,8 @@ def _identify(args: argparse.Namespace) -> int:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.wavelength is not None and not args.wavelength > 0:
         raise UsageError(f"--wavelength must be a positive number of Å, got {args.wavelength:g}")
+    if args.refine and args.composition is None:
+        raise UsageError("--refine needs --composition: the atoms in the refined cell are counted from it")
     if args.match_weight is not None and not args.match_weight >= 0:
         raise UsageError(f"--match-weight must be >= 0, got {args.match_weight:g}")
     for name in args.pattern:
@@ -252,7 +254,7 @@ def _identify(args: argparse.Namespace) -> int:
     weight = 0.0 if args.classifier_only else args.match_weight if args.match_weight is not None else MATCH_WEIGHT
     answers = identify(
         args.pattern, wavelength=args.wavelength, composition=args.composition, top=args.top, model=args.model,
-        match_weight=weight,
+        match_weight=weight, refine=args.refine,
     )
     if card.get("placeholder"):
         print(f"note: model {args.model!r} is a development placeholder (see its model card); treat answers as a demo")
@@ -319,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identify.add_argument(
         "--classifier-only", action="store_true", help="answer with the classifier's crystal system, whatever the matches"
+    )
+    identify.add_argument(
+        "--refine", action="store_true",
+        help="also refine the lattice against the pattern's peaks (needs --composition; ~5 s more)",
     )
     identify.set_defaults(func=_identify)
 

@@ -268,6 +268,26 @@ def test_identify_finds_a_clean_prototype_pattern_first(rocksalt_pattern):
     assert len(index) > len(frame)
 
 
+def test_identify_refines_the_lattice_with_a_composition(rocksalt_pattern, tmp_path, capsys):
+    """identify(refine=True): rock salt's simulated pattern as a measurement, with its formula,
+    gives the refined cell (a = 5.69 Å conventional, so 4.02 / 2^(1/3) Å primitive scaled);
+    without a formula nothing is refined, and the command line asks for one."""
+    grid, pattern, structure = rocksalt_pattern
+    primitive = structure.get_primitive_structure()
+    truth = np.sort(primitive.lattice.abc) / len(primitive) ** (1 / 3)
+    with_formula, alone = identify([(grid, pattern), (grid, pattern)], composition=["NaCl", None], refine=True, top=1)
+    assert with_formula.refined_lattice is not None and with_formula.refined_lattice["crystal_system"] == "cubic"
+    refined = [with_formula.refined_lattice[k] for k in ("a_scaled", "b_scaled", "c_scaled")]
+    np.testing.assert_allclose(refined, truth, atol=0.005)
+    network = [with_formula.lattice[k] for k in ("a_scaled", "b_scaled", "c_scaled")]
+    assert np.abs(np.array(network) - truth).max() > 0.005  # the network alone is not that close
+    assert alone.refined_lattice is None
+    assert "lattice refined against the peaks" in with_formula.summary()
+    path = write_columns(tmp_path / "nacl.xy", grid, pattern)
+    assert main(["identify", str(path), "--refine"]) == 2
+    assert "--composition" in _one_error_line(capsys)
+
+
 # -- readers ------------------------------------------------------------------------------------------
 def test_rruff_txt_header_gives_the_wavelength(rruff_pattern, tmp_path):
     two_theta, intensity, _ = rruff_pattern

@@ -150,14 +150,29 @@ def load_refiner(name: str = "xrd-composition", *, device: str | None = "cpu", *
     >>> lattice.shape, refiner.n_refined_
     ((1, 3), 1)
     """
+    return _refiner_of(model_path(name), device=device, **params)
+
+
+def _refiner_of(folder: Path, *, device: str | None = "cpu", **params: Any):
+    from skmat.persist import load as load_model
     from skmat.supervised import LatticeRefiner
 
-    folder = model_path(name)
     volumes_file = folder / ELEMENT_VOLUMES_FILE
     if not volumes_file.is_file():
-        raise UnknownModelError(f"pretrained model {name!r} ships no element volumes: it cannot refine lattices")
+        raise UnknownModelError(f"pretrained model {folder.name!r} ships no element volumes: it cannot refine lattices")
     volumes = json.loads(volumes_file.read_text(encoding="utf-8"))
-    return LatticeRefiner(load(name, device=device), prefit=True, element_volumes=volumes, **params).fit()
+    return LatticeRefiner(load_model(folder, device=device), prefit=True, element_volumes=volumes, **params).fit()
+
+
+def shared_refiner(name: str):
+    """:func:`load_refiner`'s refiner of *name*, loaded once per process (for
+    :func:`~skmat.pretrained.identify`; it is only read from)."""
+    return _refiner_cached(str(model_path(name)))
+
+
+@lru_cache(maxsize=2)
+def _refiner_cached(folder: str):
+    return _refiner_of(Path(folder))
 
 
 def shared_network(name: str):
