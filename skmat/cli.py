@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identify.add_argument(
         "--refine", action="store_true",
-        help="also refine the lattice against the pattern's peaks (needs --composition; ~5 s more)",
+        help="also refine the lattice against the pattern's peaks (needs --composition; about 1 s more per pattern)",
     )
     identify.set_defaults(func=_identify)
 

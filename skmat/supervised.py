@@ -506,12 +506,13 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    predictor : estimator
+    predictor : estimator or None
         Predicts the scaled lattice (a, b, c) / N^(1/3) of the Niggli primitive cell in its
         first three output columns (a <= b <= c). With ``system_predictor=None`` it also
         predicts the crystal system: a :class:`MultiModalClassifier` fitted on crystal systems
         with the lattice as ``auxiliary_targets`` (columns a_scaled, b_scaled, c_scaled
-        first), as ``benchmarks/unimat.py`` trains it.
+        first), as ``benchmarks/unimat.py`` trains it. ``None`` (with ``prefit=True`` and
+        *element_volumes*): only :meth:`refine`, which takes the estimates as arguments, works.
     system_predictor : classifier or None, default=None
         Predicts the crystal system (one of
         :data:`~skmat.features.indexing.CRYSTAL_SYSTEMS`); ``None`` uses
@@ -714,7 +715,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
                                                                                          strict=True)]
         self.element_volumes_ = volumes if given_volumes else fit_element_volumes(structures)
         if self.prefit:
-            check_is_fitted(self.predictor)
+            if self.predictor is not None:  # None: only refine(), with the estimates given
+                check_is_fitted(self.predictor)
             self.predictor_ = self.predictor
             if self.system_predictor is not None:
                 check_is_fitted(self.system_predictor)
@@ -765,9 +767,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             a <= b <= c of the Niggli primitive cell over N^(1/3); the predictor's estimate in
             the rows that were not refined (``refined_`` is False there).
         """
-        import warnings
-
         check_is_fitted(self, "predictor_")
+        if self.predictor_ is None:
+            raise ValueError("this LatticeRefiner has no predictor: call refine(X, crystal_systems, lattice)")
         frame = to_frame(X)
         check_has_rows(frame)
         labels = row_labels(frame)
@@ -775,6 +777,46 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         compositions = self._compositions(frame, labels)
         estimate = self._predicted_lattice(X, len(frame))
         candidates = self._candidate_systems(X, len(frame))
+        return self._refine_rows(frame, labels, patterns, compositions, estimate, candidates)
+
+    def refine(self, X: Any, crystal_systems: Any, lattice: Any) -> np.ndarray:
+        """Refine given estimates: each row's scaled lattice under the given crystal system.
+
+        ``predict`` without the predictors: for a caller that has the crystal system and the
+        starting lattice already (as :func:`skmat.pretrained.identify` has, from its own
+        networks). Sets ``refined_``, ``refined_systems_``, ``n_refined_`` and ``n_kept_`` as
+        ``predict`` does.
+
+        Parameters
+        ----------
+        X : DataFrame
+            The rows' patterns and compositions (see the class notes).
+        crystal_systems : array-like of str, shape (n_samples,)
+        lattice : array-like of shape (n_samples, 3)
+            Starting scaled lattice (a, b, c) / N^(1/3), kept where a row does not refine.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 3)
+        """
+        check_is_fitted(self, "element_volumes_")
+        frame = to_frame(X)
+        check_has_rows(frame)
+        labels = row_labels(frame)
+        estimate = np.asarray(lattice, dtype=float)
+        systems = np.asarray(crystal_systems).astype(str)
+        if estimate.shape != (len(frame), 3) or systems.shape != (len(frame),):
+            raise InvalidInputError(
+                f"{len(frame)} rows need crystal_systems of shape ({len(frame)},) and lattice of shape "
+                f"({len(frame)}, 3), got {systems.shape} and {estimate.shape}", view="lattice",
+            )
+        patterns = self._patterns(frame, labels)
+        compositions = self._compositions(frame, labels)
+        return self._refine_rows(frame, labels, patterns, compositions, estimate, [[s] for s in systems])
+
+    def _refine_rows(self, frame, labels, patterns, compositions, estimate, candidates) -> np.ndarray:
+        import warnings
+
         lattice = estimate.copy()
         refined = np.zeros(len(frame), dtype=bool)
         refined_systems = np.full(len(frame), "", dtype=object)
@@ -800,7 +842,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             )
             warnings.warn(
                 f"kept the predictor's lattice for {self.n_kept_} of {len(frame)} rows: {detail}", UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return lattice
 

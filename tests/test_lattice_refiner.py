@@ -231,3 +231,21 @@ def test_given_element_volumes_need_no_training_structures(fitted, small_rows):
         LatticeRefiner(fitted.predictor_, prefit=True).fit()
     with pytest.raises(ValueError, match="positive volumes"):
         LatticeRefiner(fitted.predictor_, prefit=True, element_volumes={"Na": -1.0}).fit()
+
+
+def test_refine_takes_the_estimates_given(fitted, small_rows):
+    """refine(X, systems, lattice) is predict with the predictors' outputs passed in; a refiner
+    without a predictor can only refine."""
+    frame, _, _ = small_rows
+    X = frame.iloc[:6]
+    systems, lattice = fitted.predict_crystal_system(X), fitted.predictor_.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = fitted.predict(X)
+        bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+        np.testing.assert_array_equal(bare.refine(X, systems, lattice), expected)
+    np.testing.assert_array_equal(bare.refined_, fitted.refined_)
+    with pytest.raises(ValueError, match="no predictor"):
+        bare.predict(X)
+    with pytest.raises(InvalidInputError, match="crystal_systems of shape"):
+        bare.refine(X, systems[:3], lattice)

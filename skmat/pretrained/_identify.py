@@ -220,8 +220,9 @@ class Identification:
         Size of the searched reference index.
     refined_lattice : dict or None
         With ``identify(refine=True)`` and a composition: ``a_scaled, b_scaled, c_scaled``
-        (Å) of the cell refined against the pattern's peaks under ``crystal_system`` of the
-        classifier (:func:`~skmat.pretrained.load_refiner`); ``None`` where the refinement was
+        (Å) of the cell refined against the pattern's peaks under ``crystal_system``, the
+        answer (:class:`~skmat.supervised.LatticeRefiner`, with the element volumes
+        :func:`~skmat.pretrained.load_refiner` uses); ``None`` where the refinement was
         not asked for, had no composition, or did not take (the classifier's lattice stands).
     """
 
@@ -506,8 +507,8 @@ def identify(
     refine : bool, default=False
         Also refine the lattice against each pattern's peaks (``refined_lattice``), for the
         patterns with a composition (the atoms in the refined cell are counted from it):
-        :func:`~skmat.pretrained.load_refiner`. It loads the full estimator (about 4 s more
-        on a cold start) and takes about 1 s per pattern.
+        :class:`~skmat.supervised.LatticeRefiner` under the answered crystal system, from the
+        classifier's lattice. About 1 s per pattern (and ~1 s of imports on a cold start).
 
     Returns
     -------
@@ -571,7 +572,9 @@ def identify(
     match_systems = np.asarray(index.crystal_systems)[rows].astype(str)
     blended = blend_match_votes(probabilities, match_systems, scores, classes, weight=weight)
     names = list(LATTICE_NAMES)[: lattice.shape[1]]
-    refined = _refined_lattices(model, measurements, compositions) if refine else [None] * len(measurements)
+    answer_systems = [classes[np.argsort(row)[::-1][0]] for row in blended]  # as each answer below
+    refined = (_refined_lattices(model, measurements, compositions, answer_systems, lattice[:, :3]) if refine
+               else [None] * len(measurements))
     answers = []
     for i, (label, _, _, used) in enumerate(measurements):
         order = np.argsort(probabilities[i])[::-1]
@@ -606,9 +609,10 @@ def identify(
     return answers
 
 
-def _refined_lattices(model: str, measurements: list, compositions: list) -> list:
-    """identify's ``refined_lattice`` of each pattern (None without a composition, or where the
-    refinement keeps the classifier's lattice)."""
+def _refined_lattices(model: str, measurements: list, compositions: list, systems: list, lattice: np.ndarray) -> list:
+    """identify's ``refined_lattice`` of each pattern: its network lattice refined under its
+    answered crystal system (None without a composition, or where the refinement keeps the
+    classifier's lattice)."""
     import warnings
 
     import pandas as pd
@@ -629,7 +633,7 @@ def _refined_lattices(model: str, measurements: list, compositions: list) -> lis
     })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the rows kept are None in the answer
-        lattices = refiner.predict(X)
+        lattices = refiner.refine(X, [systems[i] for i in rows], lattice[rows])
     for j, i in enumerate(rows):
         if refiner.refined_[j]:
             out[i] = {**{n: round(float(v), 3) for n, v in zip(LATTICE_NAMES[:3], lattices[j], strict=True)},

@@ -153,26 +153,32 @@ def load_refiner(name: str = "xrd-composition", *, device: str | None = "cpu", *
     return _refiner_of(model_path(name), device=device, **params)
 
 
-def _refiner_of(folder: Path, *, device: str | None = "cpu", **params: Any):
-    from skmat.persist import load as load_model
+def _refiner_of(folder: Path, *, device: str | None = "cpu", with_predictor: bool = True, **params: Any):
     from skmat.supervised import LatticeRefiner
 
     volumes_file = folder / ELEMENT_VOLUMES_FILE
     if not volumes_file.is_file():
         raise UnknownModelError(f"pretrained model {folder.name!r} ships no element volumes: it cannot refine lattices")
     volumes = json.loads(volumes_file.read_text(encoding="utf-8"))
-    return LatticeRefiner(load_model(folder, device=device), prefit=True, element_volumes=volumes, **params).fit()
+    predictor = None
+    if with_predictor:
+        from skmat.persist import load as load_model
+
+        predictor = load_model(folder, device=device)
+    return LatticeRefiner(predictor, prefit=True, element_volumes=volumes, **params).fit()
 
 
 def shared_refiner(name: str):
-    """:func:`load_refiner`'s refiner of *name*, loaded once per process (for
-    :func:`~skmat.pretrained.identify`; it is only read from)."""
+    """A predictor-less :class:`~skmat.supervised.LatticeRefiner` with the element volumes of
+    *name*, once per process: :func:`~skmat.pretrained.identify` calls its ``refine`` with
+    the crystal systems and lattices its own networks gave (loading the full estimator would
+    cost seconds)."""
     return _refiner_cached(str(model_path(name)))
 
 
 @lru_cache(maxsize=2)
 def _refiner_cached(folder: str):
-    return _refiner_of(Path(folder))
+    return _refiner_of(Path(folder), with_predictor=False)
 
 
 def shared_network(name: str):
