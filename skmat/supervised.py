@@ -554,8 +554,11 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         zero shift): a measurement's peak list is short and holds strays, and an
         underdetermined refinement converges onto wrong cells. Measured on 300 augmented
         patterns of held-out MP-20 rows with the pretrained classifier's lattice: 0.291 Å
-        from the network, 0.303 Å refining every row, 0.277 Å with 3 (chosen on those rows;
-        4 gave 0.276 Å). Simulated rows are always refined.
+        from the network, 0.303 Å refining every converged row, 0.292 Å with 3 (89 rows
+        refined); on other draws of the same rows, in three parts of 100 (where 3 was chosen),
+        0.262, 0.267 and 0.302 Å against the network's 0.260, 0.269 and 0.315 Å. The rule
+        stops the harm; it does not make refinement pay on such patterns. Simulated rows are
+        always refined.
     element_volumes : dict of str to float or None, default=None
         Volume per atom of each element (Å³). ``None`` fits them in ``fit`` to the training
         structures (:func:`~skmat.features.indexing.fit_element_volumes`); a dict is used as
