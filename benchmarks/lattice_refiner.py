@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hgb-iter", type=int, default=150)
     parser.add_argument("--xrd-pca", type=int, default=32)
     parser.add_argument("--n-systems", type=int, default=1, help="crystal systems tried per row (LatticeRefiner)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also refine under the true crystal system (the oracle row: indexing's share of the error)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.n_train is None and args.predictor == "trees":
@@ -182,6 +184,7 @@ def run(args) -> dict:
         "seconds_per_row_refinement": refine_seconds / len(test),
         "train_seconds": train_seconds, "xrd_seconds": xrd_seconds,
         "warning": str(caught[0].message)[:600] if caught else None,
+        **oracle(args, refiner, X_test, systems, estimate, truth),
         "per_system": {
             s: {"n": int(np.sum(systems == s)), "refined": int(np.sum(mask & (systems == s))),
                 "predictor_mae": float(base[systems == s].mean()), "refined_mae": float(error[systems == s].mean())}
@@ -190,6 +193,25 @@ def run(args) -> dict:
     }
     print(json.dumps(result, indent=1))
     return result
+
+
+def oracle(args, refiner, X_test, systems, estimate, truth) -> dict:
+    """The same refinement from the same starting lattice under the true crystal system: how
+    much of the error is the classifier's, how much the indexing's (issue 13's oracle row)."""
+    if not args.oracle:
+        return {}
+    tic = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        refined = refiner.refine(X_test, systems, estimate)
+    error = np.abs(refined - truth).mean(axis=1)
+    return {"oracle": {
+        "refined_scaled_mae": float(error.mean()),
+        "n_refined": refiner.n_refined_,
+        "refined_rows_within_0.01": float(np.mean(np.abs(refined - truth)[refiner.refined_].max(axis=1) <= 0.01))
+        if refiner.refined_.any() else None,
+        "seconds_per_row_refinement": (time.perf_counter() - tic) / len(truth),
+    }}
 
 
 def main(argv=None) -> dict:
