@@ -738,6 +738,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         """The crystal system each row's cell is constrained to, shape (n_samples,)."""
         check_is_fitted(self, "predictor_")
         model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        if model is None:
+            raise ValueError("this LatticeRefiner has no predictor: call refine(X, crystal_systems, lattice)")
         return np.asarray(model.predict(X)).astype(str)
 
     def _candidate_systems(self, X: Any, n_rows: int) -> list[list[str]]:

@@ -245,7 +245,8 @@ def test_refine_takes_the_estimates_given(fitted, small_rows):
         bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
         np.testing.assert_array_equal(bare.refine(X, systems, lattice), expected)
     np.testing.assert_array_equal(bare.refined_, fitted.refined_)
-    with pytest.raises(ValueError, match="no predictor"):
-        bare.predict(X)
+    for method in (bare.predict, bare.predict_crystal_system):
+        with pytest.raises(ValueError, match="no predictor"):
+            method(X)
     with pytest.raises(InvalidInputError, match="crystal_systems of shape"):
         bare.refine(X, systems[:3], lattice)
