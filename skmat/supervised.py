@@ -857,7 +857,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         string when the pattern has no usable peaks."""
         from skmat._inputs import is_missing
         from skmat.features.indexing import find_peaks
-        from skmat.features.xrd import resolve_wavelength
+        from skmat.features._powder import resolve_wavelength
 
         wavelength = resolve_wavelength(self.wavelength)
         wavelengths = list(frame["wavelength"]) if "wavelength" in frame.columns else [None] * len(frame)

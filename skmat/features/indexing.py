@@ -52,7 +52,8 @@ import scipy.signal
 from scipy.ndimage import gaussian_filter1d
 
 from skmat.exceptions import InvalidInputError
-from skmat.features.xrd import resolve_wavelength
+# from _powder, not xrd: xrd imports pymatgen's diffraction module, which imports matplotlib (0.5 s)
+from skmat.features._powder import resolve_wavelength
 
 __all__ = [
     "CENTRINGS",
