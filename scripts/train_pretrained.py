@@ -558,12 +558,11 @@ def write_element_volumes(folder: Path, train_frame, log) -> None:
 def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) -> None:
     """Held-out scaled-lattice MAE of the classifier alone and inside load_refiner's
     LatticeRefiner (clean and augmented patterns of *n_rows* held-out MP-20 rows), on the card."""
-    from skmat.pretrained import load_refiner
+    from skmat.pretrained._registry import ELEMENT_VOLUMES_FILE, _refiner_of
 
-    os.environ["SKMAT_PRETRAINED_DIR"] = str(folder.parent)
-    if not (folder / "element_volumes.json").is_file():
+    if not (folder / ELEMENT_VOLUMES_FILE).is_file():
         write_element_volumes(folder, frames["train"], log)
-    refiner = load_refiner(folder.name)
+    refiner = _refiner_of(folder)  # load_refiner's refiner, from this folder
     heldout = held_out_frame(frames["held_out"]["mp20"], "mp20", n_rows, recipe["seed"])
     truth = heldout[LATTICE_TARGETS[:3]].to_numpy(dtype=float)
     systems = heldout["crystal_system"].to_numpy().astype(str)

@@ -748,17 +748,22 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     # -- prediction -------------------------------------------------------------------------
     def predict_crystal_system(self, X: Any) -> np.ndarray:
         """The crystal system each row's cell is constrained to, shape (n_samples,)."""
+        return np.asarray(self._fitted_model(systems=True).predict(X)).astype(str)
+
+    def _fitted_model(self, *, systems: bool = False):
+        """The fitted lattice predictor, or with *systems* the crystal-system one (the lattice
+        predictor when there is no separate one)."""
         check_is_fitted(self, "predictor_")
-        model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        model = self.system_predictor_ if systems and self.system_predictor_ is not None else self.predictor_
         if model is None:
             raise ValueError("this LatticeRefiner has no predictor: call refine(X, crystal_systems, lattice)")
-        return np.asarray(model.predict(X)).astype(str)
+        return model
 
     def _candidate_systems(self, X: Any, n_rows: int) -> list[list[str]]:
         """Per row, the crystal systems to try, most probable first."""
         if self.n_systems == 1:
             return [[system] for system in self.predict_crystal_system(X)]
-        model = self.predictor_ if self.system_predictor_ is None else self.system_predictor_
+        model = self._fitted_model(systems=True)
         if not hasattr(model, "predict_proba"):
             raise AttributeError(f"n_systems={self.n_systems} needs a crystal-system model with predict_proba")
         probabilities = np.asarray(model.predict_proba(X)).reshape(n_rows, -1)
@@ -784,9 +789,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             a <= b <= c of the Niggli primitive cell over N^(1/3); the predictor's estimate in
             the rows that were not refined (``refined_`` is False there).
         """
-        check_is_fitted(self, "predictor_")
-        if self.predictor_ is None:
-            raise ValueError("this LatticeRefiner has no predictor: call refine(X, crystal_systems, lattice)")
+        self._fitted_model()
         frame = to_frame(X)
         check_has_rows(frame)
         labels = row_labels(frame)

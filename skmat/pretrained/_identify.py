@@ -572,7 +572,8 @@ def identify(
     match_systems = np.asarray(index.crystal_systems)[rows].astype(str)
     blended = blend_match_votes(probabilities, match_systems, scores, classes, weight=weight)
     names = list(LATTICE_NAMES)[: lattice.shape[1]]
-    answer_systems = [classes[np.argsort(row)[::-1][0]] for row in blended]  # as each answer below
+    ranked = np.argsort(blended, axis=1)[:, ::-1]  # each answer's crystal systems, best first
+    answer_systems = [classes[order[0]] for order in ranked]
     refined = (_refined_lattices(model, measurements, compositions, answer_systems, lattice[:, :3]) if refine
                else [None] * len(measurements))
     answers = []
@@ -590,12 +591,11 @@ def identify(
             }
             for r, s in zip(rows[i, :top], scores[i, :top], strict=True)
         ]
-        ranked = np.argsort(blended[i])[::-1]
         answer = Identification(
             name=label,
             wavelength=used,
-            crystal_system=classes[ranked[0]],
-            crystal_system_scores={classes[j]: round(float(blended[i, j]), 4) for j in ranked},
+            crystal_system=answer_systems[i],
+            crystal_system_scores={classes[j]: round(float(blended[i, j]), 4) for j in ranked[i]},
             probabilities={str(classifier.classes_[j]): round(float(probabilities[i, j]), 4) for j in order},
             lattice={n: round(float(v), 3) for n, v in zip(names, lattice[i], strict=True)},
             matches=matches,
