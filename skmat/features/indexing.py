@@ -195,7 +195,28 @@ def _metric_of_parameters(parameters: np.ndarray, system: str) -> np.ndarray:
 
 def _reciprocal_metric(cells: np.ndarray) -> np.ndarray:
     """Reciprocal metric tensors (m, 3, 3) of cells (m, 6): a, b, c (Å), alpha, beta, gamma (°)."""
-    return np.linalg.inv(_direct_metric(cells))
+    return _inverse_symmetric_3x3(_direct_metric(cells))
+
+
+def _inverse_symmetric_3x3(matrices: np.ndarray) -> np.ndarray:
+    """Inverses of symmetric 3x3 matrices (m, 3, 3) by their adjugates.
+
+    The search scores tens of thousands of starting cells per pattern; ``np.linalg.inv`` calls
+    LAPACK once per 3x3 matrix and took 3 ms per 20,000 (measured), ten times this.
+    """
+    a, b, c = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
+    d, e, f = matrices[:, 1, 1], matrices[:, 1, 2], matrices[:, 2, 2]
+    cofactor_aa, cofactor_ab, cofactor_ac = d * f - e * e, c * e - b * f, b * e - c * d
+    determinant = a * cofactor_aa + b * cofactor_ab + c * cofactor_ac
+    inverse = np.empty_like(matrices)
+    inverse[:, 0, 0] = cofactor_aa
+    inverse[:, 0, 1] = inverse[:, 1, 0] = cofactor_ab
+    inverse[:, 0, 2] = inverse[:, 2, 0] = cofactor_ac
+    inverse[:, 1, 1] = a * f - c * c
+    inverse[:, 1, 2] = inverse[:, 2, 1] = b * c - a * e
+    inverse[:, 2, 2] = a * d - b * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inverse / determinant[:, None, None]
 
 
 def _direct_metric(cells: np.ndarray) -> np.ndarray:
@@ -212,7 +233,7 @@ def _direct_metric(cells: np.ndarray) -> np.ndarray:
 
 def _cells_of_metric(reciprocal_metric: np.ndarray) -> np.ndarray:
     """Cells (m, 6) of reciprocal metric tensors (m, 3, 3)."""
-    metric = np.linalg.inv(reciprocal_metric)
+    metric = _inverse_symmetric_3x3(reciprocal_metric)
     lengths = np.sqrt(np.clip(np.diagonal(metric, axis1=1, axis2=2), 1e-12, None))
     cosine = lambda i, j: np.clip(metric[:, i, j] / (lengths[:, i] * lengths[:, j]), -1, 1)  # noqa: E731
     angles = np.degrees(np.arccos(np.stack([cosine(1, 2), cosine(0, 2), cosine(0, 1)], axis=1)))
@@ -565,20 +586,29 @@ def _score_matches(q_calc: np.ndarray, q_obs: np.ndarray, tolerance: float) -> n
     log_obs = np.log(q_obs)
     resolution = tolerance / 8
     low, high = log_obs[0] - 4 * tolerance, log_obs[-1] + 4 * tolerance
-    centres = low + resolution * np.arange(int(math.ceil((high - low) / resolution)) + 1)
+    n_centres = int(math.ceil((high - low) / resolution)) + 1
+    centres = low + resolution * np.arange(n_centres)
     distance = np.abs(centres[:, None] - log_obs[None, :])
     nearest = distance.argmin(axis=1)
-    weight = np.exp(-0.5 * (distance[np.arange(len(centres)), nearest] / tolerance) ** 2)
+    weight = np.exp(-0.5 * (distance[np.arange(n_centres), nearest] / tolerance) ** 2)
+    # one empty bin at each end of the tables takes every line outside them (and NaN)
+    weight = np.concatenate([[0.0], weight, [0.0]])
+    nearest = np.concatenate([[0], nearest, [0]])
+    # in place, on the (m, n_lines) array: this function is most of a pattern's search time
     with np.errstate(divide="ignore", invalid="ignore"):
-        where = np.rint((np.log(q_calc) - low) / resolution)
-    inside = (where >= 0) & (where < len(centres))
-    where = np.where(inside, where, 0).astype(np.intp)
-    hit = weight[where] * inside  # (m, n_lines)
+        where = np.log(q_calc)
+        where -= low - resolution
+        where *= 1 / resolution
+        np.rint(where, out=where)
+        where = where.astype(np.intp)
+    np.clip(where, 0, n_centres + 1, out=where)
+    hit = weight[where]  # (m, n_lines)
     m, n_peaks = len(q_calc), len(q_obs)
-    flat = (np.arange(m)[:, None] * n_peaks + nearest[where]).ravel()
+    flat = nearest[where]
+    flat += (np.arange(m) * n_peaks)[:, None]
     # the matches of one peak by several lines add up, capped at one: a dense set of lines gains
     # nothing by hitting the same peak twice (bincount is far faster than a maximum.at)
-    per_peak = np.bincount(flat, weights=hit.ravel(), minlength=m * n_peaks).reshape(m, n_peaks)
+    per_peak = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=m * n_peaks).reshape(m, n_peaks)
     return np.minimum(per_peak, 1.0).sum(axis=1)
 
 
