@@ -978,13 +978,14 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     def _starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
         """Starting conventional cells with their centrings (see the class Notes), or []
         when the formula's volume is unknown."""
-        from skmat.features.indexing import _MULTIPLICITY, CENTRINGS
+        from skmat.features.indexing import _MULTIPLICITY, CENTRINGS, volume_per_atom
 
-        fractions = composition.element_composition
-        if any(not self.element_volumes_.get(str(e), 0) > 0 for e in fractions):
+        try:
+            per_atom = volume_per_atom(composition, self.element_volumes_)
+        except InvalidInputError:
             return []
-        reduced = fractions.get_reduced_composition_and_factor()[0]
-        formula_volume = sum(self.element_volumes_[str(e)] * n for e, n in reduced.items())
+        reduced = composition.element_composition.get_reduced_composition_and_factor()[0]
+        formula_volume = per_atom * reduced.num_atoms
         target = np.log(np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None)))
         starts = []
         for centring in CENTRINGS[system]:

