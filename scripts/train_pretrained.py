@@ -61,7 +61,8 @@ RECIPE: dict = {
         "triclinic_variants": 500,
     },
     # √I: better transfer to measured patterns (benchmarks/measured_xrd.py, docs/results.md)
-    "xrd": {"n_bins": 1701, "channels": (16, 32, 64, 64, 128, 128), "out_dim": 128, "intensity_scale": "sqrt"},
+    "xrd": {"n_bins": 1701, "channels": (16, 32, 64, 64, 128, 128), "out_dim": 128, "intensity_scale": "sqrt",
+            "augment_fraction": 1.0},
     "composition": {"hidden_dims": (256, 256), "out_dim": 128},
     "structure": {"architecture": "cgcnn", "hidden_dim": 64, "n_layers": 3, "out_dim": 128},
     # XRDAugmenter parameters ({} = its defaults: noise, background, zero shift, broadening, ...)

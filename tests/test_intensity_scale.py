@@ -82,3 +82,28 @@ def test_scale_intensity_leaves_its_input_alone():
     out = scale_intensity(given, "sqrt")
     np.testing.assert_array_equal(given, before)
     np.testing.assert_allclose(out, [[0.0, 0.0, 0.5, 1.0]])
+
+
+def test_augment_fraction_redraws_that_share_of_a_batch(crystals):
+    from skmat._training import MultiViewDataset
+    from skmat.encoders.xrd import _AugmentedBatches
+    from skmat.features.augment import XRDAugmenter
+
+    X, systems = crystals
+    augmenter = XRDAugmenter(n_bins=128, random_state=0).fit(list(X["structure"]))
+    prepared = tiny_encoder("xrd")._prepare(X, "xrd", fit=False)
+    dataset = MultiViewDataset({"xrd": prepared})
+    rows = np.arange(len(X))
+
+    def redrawn(fraction, seed):
+        collate = _AugmentedBatches(dataset.collate, "xrd", augmenter, rows, np.random.default_rng(seed), None, 0.05,
+                                    "linear", fraction)
+        views, _ = collate(list(range(len(X))))
+        return ~np.all(np.isclose(views.views["xrd"][0].numpy(), prepared.values, atol=1e-6), axis=1)
+
+    assert redrawn(1.0, 0).all() and not redrawn(0.0, 0).any()
+    # a fresh half of the rows in every batch: 24 rows, three draws
+    counts = [int(redrawn(0.5, seed).sum()) for seed in range(3)]
+    assert all(4 <= c <= 20 for c in counts) and len({tuple(redrawn(0.5, s)) for s in range(3)}) > 1
+    with pytest.raises(ValueError, match="augment_fraction"):
+        tiny_encoder("xrd", augment=True, augment_fraction=1.5, max_epochs=1).fit(X, systems)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,12 @@ class XRDEncoder(_NeuralViewEncoder):
         the augmenter's defaults; pass an ``XRDAugmenter`` to choose them (its grid is set to
         this encoder's). Rows without a structure keep their given pattern. Never applied at
         ``transform``/``predict``, nor to the validation rows.
+    augment_fraction : float, default=1.0
+        Share of the training rows (drawn afresh in every mini-batch) whose pattern the
+        augmenter redraws; the others train on their clean pattern. Lower values favour
+        simulated patterns over measured ones: the pretrained classifier's recipe at 0.5 gained
+        7 points on clean held-out MP-20 patterns (75.0 -> 82.3 %) and lost 5 on measured RRUFF
+        patterns (64.0 -> 58.4 %; ``docs/results.md``).
     background : {"rolling_ball", "polynomial"} or None, default=None
         Baseline removed from every pattern (given, simulated or augmented), identically at
         fit and transform (:func:`~skmat.features.measured.remove_background`).
@@ -89,6 +96,7 @@ class XRDEncoder(_NeuralViewEncoder):
         view: str | None = None,
         memory=None,
         augment=False,
+        augment_fraction: float = 1.0,
         background: str | None = None,
         intensity_scale: str = "linear",
         max_epochs: int = 30,
@@ -112,6 +120,7 @@ class XRDEncoder(_NeuralViewEncoder):
         self.view = view
         self.memory = memory
         self.augment = augment
+        self.augment_fraction = augment_fraction
         self.background = background
         self.intensity_scale = intensity_scale
         self.max_epochs = max_epochs
@@ -182,6 +191,8 @@ class XRDEncoder(_NeuralViewEncoder):
         template = XRDAugmenter() if self.augment is True else clone(self.augment)
         if not isinstance(template, XRDAugmenter):
             raise ValueError(f"augment must be a bool or an XRDAugmenter, got {self.augment!r}")
+        if not (isinstance(self.augment_fraction, Real) and 0 <= self.augment_fraction <= 1):
+            raise ValueError(f"augment_fraction must be a number in [0, 1], got {self.augment_fraction!r}")
         template.set_params(
             wavelength=self.wavelength, two_theta_range=self.two_theta_range, n_bins=self.n_bins
         )
@@ -216,6 +227,7 @@ class XRDEncoder(_NeuralViewEncoder):
                 self.background,
                 (hi - lo) / (self.n_bins - 1),
                 self.intensity_scale,
+                self.augment_fraction,
             )
         )
 
@@ -239,7 +251,8 @@ class _AugmentedBatches:
     the augmenter (fresh every batch, from one seeded generator), then background-corrected and
     intensity-scaled as at transform."""
 
-    def __init__(self, collate, view, augmenter, augmented_row, rng, background, step, intensity_scale="linear"):
+    def __init__(self, collate, view, augmenter, augmented_row, rng, background, step, intensity_scale="linear",
+                 fraction=1.0):
         self.collate = collate
         self.view = view
         self.augmenter = augmenter
@@ -248,6 +261,7 @@ class _AugmentedBatches:
         self.background = background
         self.step = step
         self.intensity_scale = intensity_scale
+        self.fraction = fraction
 
     def __call__(self, indices):
         import torch
@@ -258,6 +272,8 @@ class _AugmentedBatches:
         x, present = batch[self.view]
         rows = self.augmented_row[np.asarray(indices, dtype=np.int64)[present.numpy()]]
         redraw = np.flatnonzero(rows >= 0)
+        if self.fraction < 1:
+            redraw = redraw[self.rng.random(len(redraw)) < self.fraction]
         if len(redraw):
             drawn = self.augmenter.sample(rows[redraw], random_state=self.rng)
             drawn = scale_intensity(remove_background(drawn, self.background, step=self.step), self.intensity_scale)
