@@ -64,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-systems", type=int, default=1, help="crystal systems tried per row (LatticeRefiner)")
     parser.add_argument("--oracle", action="store_true",
                         help="also refine under the true crystal system (the oracle row: indexing's share of the error)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="processes refining rows (LatticeRefiner(n_jobs=))")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.n_train is None and args.predictor == "trees":
@@ -148,7 +149,7 @@ def run(args) -> dict:
     xrd_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     lattice, system = fit_predictors(args, X_train, train)
-    refiner = LatticeRefiner(lattice, system, prefit=True, n_systems=args.n_systems).fit(X_train)
+    refiner = LatticeRefiner(lattice, system, prefit=True, n_systems=args.n_systems, n_jobs=args.n_jobs).fit(X_train)
     train_seconds = time.perf_counter() - tic
     truth = test[SCALED].to_numpy(float)
     estimate = lattice.predict_auxiliary(X_test)[:, :3] if system is None else lattice.predict(X_test)

@@ -15,7 +15,6 @@ peaks of its powder pattern, constrained to the predicted crystal system
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -481,11 +480,8 @@ for _cls in (MultiModalRegressor, MultiModalClassifier):
 
 
 # ------------------------------------------------------------------------------------------
-# Lattice refinement on the predict path
+# Lattice refinement on the predict path (the per-row work is in skmat._lattice_rows)
 # ------------------------------------------------------------------------------------------
-
-#: Conventional cells per formula unit searched by LatticeRefiner's start (see its Notes).
-_FORMULA_MULTIPLES = (1, 2, 4)
 
 
 class LatticeRefiner(RegressorMixin, BaseEstimator):
@@ -572,6 +568,12 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         structures (:func:`~skmat.features.indexing.fit_element_volumes`); a dict is used as
         given, and ``fit`` then needs no structures (``fit()`` with ``prefit=True``), as for a
         pretrained predictor shipped with its volumes (:func:`skmat.pretrained.load_refiner`).
+    n_jobs : int or None, default=None
+        Processes that refine rows (joblib's ``n_jobs``; ``None`` defers to the active
+        ``joblib.parallel_config``, sequential without one). Rows are independent: 300
+        held-out MP-20 rows took 0.26 s each in one process, 0.135 s with ``n_jobs=2`` on 2 idle cores
+    verbose : int, default=0
+        ``> 0`` shows a progress bar over the rows refined.
 
     Attributes
     ----------
@@ -644,6 +646,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         atoms_from: str = "composition+lattice",
         min_peaks_per_parameter: float = 3.0,
         element_volumes: dict | None = None,
+        n_jobs: int | None = None,
+        verbose: int = 0,
     ):
         self.predictor = predictor
         self.system_predictor = system_predictor
@@ -658,6 +662,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.atoms_from = atoms_from
         self.min_peaks_per_parameter = min_peaks_per_parameter
         self.element_volumes = element_volumes
+        self.n_jobs = n_jobs
+        self.verbose = verbose
 
     # -- fitting ----------------------------------------------------------------------------
     def _method(self) -> str:
@@ -838,20 +844,27 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     def _refine_rows(self, frame, labels, patterns, compositions, estimate, candidates) -> np.ndarray:
         import warnings
 
+        from skmat._lattice_rows import RowRefinement
+        from skmat._parallel import map_chunks
+
+        refinement = RowRefinement(
+            dict(self.element_volumes_), self.refine_zero_shift, self.min_peaks_per_parameter, self.search_range,
+            self.fallback_search_range, self.atoms_from,
+        )
+        results = map_chunks(
+            _refine_chunk, list(zip(patterns, candidates, estimate, compositions, strict=True)),
+            kwargs={"refinement": refinement}, n_jobs=self.n_jobs, chunk_size=8, verbose=self.verbose,
+            desc="refining lattices",
+        )
         lattice = estimate.copy()
         refined = np.zeros(len(frame), dtype=bool)
         refined_systems = np.full(len(frame), "", dtype=object)
         reasons: dict[str, list] = {}
-        for row in range(len(frame)):
-            first_reason = None  # the most probable system's: that is the prediction being kept
-            for system in candidates[row]:
-                result = self._refine_row(patterns[row], system, estimate[row], compositions[row])
-                if not isinstance(result, str):
-                    lattice[row], refined[row], refined_systems[row] = result, True, system
-                    break
-                first_reason = first_reason or result
+        for row, (result, system, reason) in enumerate(results):
+            if result is None:
+                reasons.setdefault(reason, []).append(labels[row])
             else:
-                reasons.setdefault(first_reason, []).append(labels[row])
+                lattice[row], refined[row], refined_systems[row] = result, True, system
         self.refined_systems_ = refined_systems.astype(str)
         self.refined_ = refined
         self.n_refined_ = int(refined.sum())
@@ -975,86 +988,6 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
                                         view="composition") from None
         return out
 
-    def _starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
-        """Starting conventional cells with their centrings (see the class Notes), or []
-        when the formula's volume is unknown."""
-        from skmat.features.indexing import _MULTIPLICITY, CENTRINGS, volume_per_atom
-
-        try:
-            per_atom = volume_per_atom(composition, self.element_volumes_)
-        except InvalidInputError:
-            return []
-        reduced = composition.element_composition.get_reduced_composition_and_factor()[0]
-        formula_volume = per_atom * reduced.num_atoms
-        target = np.log(np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None)))
-        starts = []
-        for centring in CENTRINGS[system]:
-            shape = _best_shape(system, centring, target)
-            volume = _cell_volume(shape)
-            for multiple in _FORMULA_MULTIPLES:
-                cell = shape.copy()
-                cell[:3] *= (_MULTIPLICITY[centring] * multiple * formula_volume / volume) ** (1 / 3)
-                starts.append((cell, centring))
-        return starts
-
-    def _refine_row(self, peaks, system: str, scaled: np.ndarray, composition) -> np.ndarray | str:
-        """The refined scaled lattice of one row, or the reason it keeps the predictor's."""
-        from skmat.features.indexing import (
-            _N_PARAMETERS,
-            CRYSTAL_SYSTEMS,
-            _direct_metric,
-            atoms_in_cell,
-            primitive_niggli,
-            refine_cell,
-        )
-
-        if isinstance(peaks, str):
-            return peaks
-        positions, wavelength, measured = peaks
-        if system not in CRYSTAL_SYSTEMS:
-            return f"unknown crystal system {system!r}"
-        zero = measured if self.refine_zero_shift is None else bool(self.refine_zero_shift)
-        n_parameters = _N_PARAMETERS[system] + int(zero)
-        if measured and len(positions) < self.min_peaks_per_parameter * n_parameters:
-            return (f"a measured pattern with too few peaks for its cell (fewer than {self.min_peaks_per_parameter:g} "
-                    f"per refined parameter)")
-        starts = self._starts(system, scaled, composition)
-        if not starts:
-            return "an element of the composition has no known volume per atom"
-        ranges = [self.search_range]
-        # not for measured rows: their short peak lists let a wider search find wrong cells
-        if not measured and self.fallback_search_range is not None and self.fallback_search_range > self.search_range:
-            ranges.append(self.fallback_search_range)
-        best, reason = None, "the refinement did not converge"
-        for search_range in ranges:  # the wider search only where the first finds nothing
-            for start, centring in starts:
-                try:
-                    fit = refine_cell(positions, system, start, wavelength=wavelength, refine_zero_shift=zero,
-                                      centrings=centring, search_range=search_range)
-                except InvalidInputError as exc:
-                    reason = exc.reason
-                    continue
-                if fit.converged and (best is None or (fit.fraction_indexed, fit.figure_of_merit) > (
-                        best.fraction_indexed, best.figure_of_merit)):
-                    best = fit
-            if best is not None:
-                break
-        if best is None:
-            return reason
-        try:
-            primitive = primitive_niggli(best.cell, best.centring)
-            volume = float(np.sqrt(max(np.linalg.det(_direct_metric(primitive[None])[0]), 0.0)))
-            hint = None
-            if self.atoms_from == "composition+lattice":
-                # the predictor's scaled lengths say a*b*c / N; the refined cell's angles turn
-                # that into a volume per atom independent of the element volumes
-                lengths = float(np.prod(primitive[:3]))
-                hint = float(np.prod(np.clip(scaled, 1e-3, None))) * volume / lengths
-            n_atoms = atoms_in_cell(volume, composition, self.element_volumes_, volume_per_atom_hint=hint)
-        except InvalidInputError as exc:
-            return exc.reason
-        return primitive[:3] / n_atoms ** (1 / 3)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
@@ -1082,67 +1015,7 @@ def _crystal_system(structure) -> str:
     return SpacegroupAnalyzer(structure, symprec=0.1).get_crystal_system()
 
 
-def _cell_volume(cell: np.ndarray) -> float:
-    from skmat.features.indexing import _direct_metric
-
-    return float(np.sqrt(max(np.linalg.det(_direct_metric(np.asarray(cell, dtype=float)[None])[0]), 0.0)))
-
-
-def _reduced_log_lengths(cells: np.ndarray, centring: str) -> np.ndarray:
-    """log of the three successive minima (the Niggli/Buerger cell's a <= b <= c) of the
-    primitive lattices of conventional *cells* (m, 6) with *centring*, minus the log of the
-    cube root of the primitive volume: the cells' reduced shapes (m, 3)."""
-    from itertools import product
-
-    from skmat.features.indexing import _TO_PRIMITIVE, _direct_metric
-
-    metric = _direct_metric(cells)  # (m, 3, 3)
-    coefficients = np.array([n for n in product(range(-2, 3), repeat=3) if any(n)], dtype=float)
-    vectors = coefficients @ _TO_PRIMITIVE[centring]  # conventional fractional coordinates (v, 3)
-    gram = (vectors @ metric) @ vectors.T  # (m, v, v); an unoptimised three-operand einsum was 50x slower
-    norms = np.einsum("mvv->mv", gram)
-    rows = np.arange(len(cells))
-    first = norms.argmin(axis=1)
-    n0 = norms[rows, first]
-    d0 = gram[rows, first]  # (m, v)
-    area = n0[:, None] * norms - d0**2
-    second = np.where(area > 1e-6 * n0[:, None] * norms, norms, np.inf).argmin(axis=1)
-    n1, d1, d01 = norms[rows, second], gram[rows, second], d0[rows, second]
-    volume2 = (n0[:, None] * (n1[:, None] * norms - d1**2) - d01[:, None] * (d01[:, None] * norms - d1 * d0)
-               + d0 * (d01[:, None] * d1 - n1[:, None] * d0))
-    third = np.where(volume2 > 1e-6 * n0[:, None] * n1[:, None] * norms, norms, np.inf).argmin(axis=1)
-    lengths = 0.5 * np.log(np.stack([n0, n1, norms[rows, third]], axis=1))
-    primitive_volume = np.sqrt(np.linalg.det(metric)) / np.abs(np.linalg.det(_TO_PRIMITIVE[centring]) ** -1)
-    return lengths - np.log(primitive_volume)[:, None] / 3
-
-
-def _best_shape(system: str, centring: str, target_log: np.ndarray) -> np.ndarray:
-    """The conventional cell of *system* and *centring* (unit scale) whose reduced primitive
-    shape is nearest the predictor's (log lengths *target_log*, sorted), on a grid of axis
-    ratios (and of beta for monoclinic); triclinic takes the predicted lengths at right angles."""
-    target = target_log - target_log.mean()
-    if system == "triclinic":
-        return np.concatenate([np.exp(target_log), [90.0, 90.0, 90.0]])
-    cells, shapes = _shape_grid(system, centring)
-    mismatch = np.sum((shapes - target) ** 2, axis=1)
-    return cells[int(np.argmin(mismatch))]  # read-only: callers copy
-
-
-@functools.lru_cache(maxsize=None)
-def _shape_grid(system: str, centring: str) -> tuple[np.ndarray, np.ndarray]:
-    """The grid of unit-scale conventional cells :func:`_best_shape` chooses from, and their
-    reduced shapes centred on zero mean (the same for every row: computed once)."""
-    ratios = np.geomspace(0.3, 4.0, 41)
-    if system == "cubic":
-        cells = np.array([[1.0, 1.0, 1.0, 90.0, 90.0, 90.0]])
-    elif system in ("tetragonal", "hexagonal", "trigonal"):
-        gamma = 90.0 if system == "tetragonal" else 120.0
-        cells = np.array([[1.0, 1.0, r, 90.0, 90.0, gamma] for r in ratios])
-    else:
-        coarse = np.geomspace(0.3, 4.0, 17)
-        betas = (90.0,) if system == "orthorhombic" else (95.0, 105.0, 115.0)
-        cells = np.array([[1.0, rb, rc, 90.0, beta, 90.0] for rb in coarse for rc in coarse for beta in betas])
-    shapes = _reduced_log_lengths(cells, centring)
-    shapes -= shapes.mean(axis=1, keepdims=True)
-    cells.flags.writeable = shapes.flags.writeable = False  # shared by every later call
-    return cells, shapes
+def _refine_chunk(rows: list, refinement) -> list:
+    """:class:`~skmat._lattice_rows.RowRefinement` of each ``(peaks, systems, lattice,
+    composition)`` row (module level: joblib's workers import it)."""
+    return [refinement(*row) for row in rows]

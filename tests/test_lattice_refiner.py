@@ -250,3 +250,25 @@ def test_refine_takes_the_estimates_given(fitted, small_rows):
             method(X)
     with pytest.raises(InvalidInputError, match="crystal_systems of shape"):
         bare.refine(X, systems[:3], lattice)
+
+
+def test_rows_refined_in_two_processes_match_one(fitted, small_rows, capsys):
+    """n_jobs=2 sends the rows (not the predictors) to joblib's workers: same lattices, same
+    refined rows and reasons; verbose=1 shows a bar, verbose=0 nothing."""
+    frame, _, _ = small_rows
+    X = frame.iloc[:20]
+    systems, lattice = fitted.predict_crystal_system(X), fitted.predictor_.predict(X)
+    bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+    with warnings.catch_warnings(record=True) as alone:
+        warnings.simplefilter("always", UserWarning)
+        expected = bare.refine(X, systems, lattice)
+    parallel = clone(bare).set_params(n_jobs=2, verbose=1).fit()
+    with warnings.catch_warnings(record=True) as together:
+        warnings.simplefilter("always", UserWarning)
+        got = parallel.refine(X, systems, lattice)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(parallel.refined_, bare.refined_)
+    assert [str(w.message) for w in together] == [str(w.message) for w in alone]
+    assert "refining lattices" in capsys.readouterr().err
+    bare.refine(X.iloc[:2], systems[:2], lattice[:2])
+    assert capsys.readouterr().err == ""
