@@ -571,7 +571,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Processes that refine rows (joblib's ``n_jobs``; ``None`` defers to the active
         ``joblib.parallel_config``, sequential without one). Rows are independent: 300
-        held-out MP-20 rows took 0.26 s each in one process, 0.135 s with ``n_jobs=2`` on 2 idle cores
+        held-out MP-20 rows took 0.26 s each in one process, 0.135 s with ``n_jobs=2`` on 2 idle cores.
     verbose : int, default=0
         ``> 0`` shows a progress bar over the rows refined.
 
