@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class RowRefinement:
         """Scaled Niggli lengths (a, b, c) / N^(1/3) of a refined cell, or why there are none."""
         try:
             primitive = primitive_niggli(fit.cell, fit.centring)
-            volume = float(np.sqrt(max(np.linalg.det(_direct_metric(primitive[None])[0]), 0.0)))
+            volume = _cell_volume(primitive)
             hint = None
             if self.atoms_from == "composition+lattice":
                 # the predictor's scaled lengths say a*b*c / N; the refined cell's angles turn
@@ -150,7 +151,6 @@ def _reduced_log_lengths(cells: np.ndarray, centring: str) -> np.ndarray:
     """log of the three successive minima (the Niggli/Buerger cell's a <= b <= c) of the
     primitive lattices of conventional *cells* (m, 6) with *centring*, minus the log of the
     cube root of the primitive volume: the cells' reduced shapes (m, 3)."""
-    from itertools import product
     metric = _direct_metric(cells)  # (m, 3, 3)
     coefficients = np.array([n for n in product(range(-2, 3), repeat=3) if any(n)], dtype=float)
     vectors = coefficients @ _TO_PRIMITIVE[centring]  # conventional fractional coordinates (v, 3)

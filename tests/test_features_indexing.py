@@ -247,7 +247,8 @@ def test_refine_lattices_refines_good_rows_and_keeps_the_fallback_elsewhere(one_
     all_patterns = np.vstack([patterns, bad_patterns])
     systems = ["cubic", "hexagonal", "tetragonal", "cubic", "cubic", "rhombic", "cubic"]
     cells = np.vstack([_perturbed(g[2], s) for g, s in zip(good, systems[:3], strict=True)] + [good[0][2]] * 4)
-    compositions = [g[0].composition for g in good] + [good[0][0].composition] * 3 + ["XeO"]  # Xe in no training cell (a pure element would take its own solid's volume)
+    # Xe is in no training cell (a pure element would take its own solid's volume)
+    compositions = [g[0].composition for g in good] + [good[0][0].composition] * 3 + ["XeO"]
     fallback = np.full((7, 3), 2.5)
     with pytest.warns(UserWarning) as caught:
         lattices, refined = refine_lattices(
