@@ -22,6 +22,7 @@ from skmat.features.indexing import (
     _TO_PRIMITIVE,
     CENTRINGS,
     CRYSTAL_SYSTEMS,
+    _cell_volume,
     _direct_metric,
     atoms_in_cell,
     primitive_niggli,
@@ -143,10 +144,6 @@ class RowRefinement:
         return primitive[:3] / n_atoms ** (1 / 3)
 
 
-def _cell_volume(cell: np.ndarray) -> float:
-    return float(np.sqrt(max(np.linalg.det(_direct_metric(np.asarray(cell, dtype=float)[None])[0]), 0.0)))
-
-
 def _reduced_log_lengths(cells: np.ndarray, centring: str) -> np.ndarray:
     """log of the three successive minima (the Niggli/Buerger cell's a <= b <= c) of the
     primitive lattices of conventional *cells* (m, 6) with *centring*, minus the log of the
@@ -201,3 +198,10 @@ def _shape_grid(system: str, centring: str) -> tuple[np.ndarray, np.ndarray]:
     shapes -= shapes.mean(axis=1, keepdims=True)
     cells.flags.writeable = shapes.flags.writeable = False  # shared by every later call
     return cells, shapes
+
+
+def refine_rows(rows: list, refinement: RowRefinement) -> list:
+    """*refinement* of each ``(peaks, systems, lattice, composition)`` row: the chunk function
+    of ``LatticeRefiner``'s ``map_chunks`` (module level, here, so that joblib's workers import
+    this module and the indexing code only, not the estimators)."""
+    return [refinement(*row) for row in rows]

@@ -844,7 +844,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     def _refine_rows(self, frame, labels, patterns, compositions, estimate, candidates) -> np.ndarray:
         import warnings
 
-        from skmat._lattice_rows import RowRefinement
+        from skmat._lattice_rows import RowRefinement, refine_rows
         from skmat._parallel import map_chunks
 
         refinement = RowRefinement(
@@ -852,7 +852,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             self.fallback_search_range, self.atoms_from,
         )
         results = map_chunks(
-            _refine_chunk, list(zip(patterns, candidates, estimate, compositions, strict=True)),
+            refine_rows, list(zip(patterns, candidates, estimate, compositions, strict=True)),
             kwargs={"refinement": refinement}, n_jobs=self.n_jobs, chunk_size=8, verbose=self.verbose,
             desc="refining lattices",
         )
@@ -1013,9 +1013,3 @@ def _crystal_system(structure) -> str:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     return SpacegroupAnalyzer(structure, symprec=0.1).get_crystal_system()
-
-
-def _refine_chunk(rows: list, refinement) -> list:
-    """:class:`~skmat._lattice_rows.RowRefinement` of each ``(peaks, systems, lattice,
-    composition)`` row (module level: joblib's workers import it)."""
-    return [refinement(*row) for row in rows]

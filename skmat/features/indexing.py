@@ -237,6 +237,11 @@ def _direct_metric(cells: np.ndarray) -> np.ndarray:
     return metric
 
 
+def _cell_volume(cell: Any) -> float:
+    """Volume (Å³) of one cell: a, b, c (Å), alpha, beta, gamma (°)."""
+    return float(np.sqrt(max(np.linalg.det(_direct_metric(cell)[0]), 0.0)))
+
+
 def _cells_of_metric(reciprocal_metric: np.ndarray) -> np.ndarray:
     """Cells (m, 6) of reciprocal metric tensors (m, 3, 3)."""
     metric = _inverse_symmetric_3x3(reciprocal_metric)
@@ -1252,8 +1257,7 @@ def refine_lattices(
                     f"misfit {fit.misfit:.3f} degrees)"
                 )
             primitive = primitive_niggli(fit.cell, fit.centring)
-            volume = float(np.sqrt(max(np.linalg.det(_direct_metric(primitive[None])[0]), 0.0)))
-            n_atoms = atoms_in_cell(volume, compositions[row], element_volumes)
+            n_atoms = atoms_in_cell(_cell_volume(primitive), compositions[row], element_volumes)
         except InvalidInputError as exc:
             warnings.warn(f"row {labels[row]!r}: keeping the fallback lattice: {exc.reason}", UserWarning, stacklevel=2)
             continue
