@@ -33,6 +33,9 @@ from skmat.features.indexing import (
 #: Conventional cells per formula unit searched by LatticeRefiner's start (see its Notes).
 _FORMULA_MULTIPLES = (1, 2, 4)
 
+#: Largest |log(cell volume / (N x volume per atom))| of a plausible refined cell.
+_VOLUME_SLACK = 0.2
+
 
 @dataclass(frozen=True)
 class RowRefinement:
@@ -112,7 +115,7 @@ class RowRefinement:
         if not converged:
             return reason
         most = max(fit.fraction_indexed for fit in converged)
-        lattices = []  # (fit, scaled lattice) of the fits that index the most peaks
+        lattices = []  # (fit, scaled lattice, volume misfit) of the fits that index the most peaks
         for fit in converged:
             if fit.fraction_indexed < most - 1e-9:
                 continue
@@ -120,15 +123,20 @@ class RowRefinement:
             if isinstance(lattice, str):
                 reason = lattice
                 continue
-            lattices.append((fit, lattice))
+            lattices.append((fit, *lattice))
         if not lattices:
             return reason
-        # the de Wolff figure of merit, not nearness to the predictor's lattice: that choice
+        # a cell that holds no whole number of formula units at the composition's volume per
+        # atom is a sub- or super-cell that happens to index the peaks (a short peak list
+        # is indexed by many): such cells go last
+        plausible = [entry for entry in lattices if entry[2] <= _VOLUME_SLACK] or lattices
+        # then the de Wolff figure of merit, not nearness to the predictor's lattice: that choice
         # fixed two cubic rows of 60 and broke five (held-out MP-20, seed 0)
-        return max(lattices, key=lambda pair: pair[0].figure_of_merit)[1]
+        return max(plausible, key=lambda entry: entry[0].figure_of_merit)[1]
 
-    def scaled_lattice(self, fit, composition, scaled: np.ndarray) -> np.ndarray | str:
-        """Scaled Niggli lengths (a, b, c) / N^(1/3) of a refined cell, or why there are none."""
+    def scaled_lattice(self, fit, composition, scaled: np.ndarray) -> tuple[np.ndarray, float] | str:
+        """Scaled Niggli lengths (a, b, c) / N^(1/3) of a refined cell and how far (in log) its
+        volume is from N atoms of the composition's volume per atom; or why there are none."""
         try:
             primitive = primitive_niggli(fit.cell, fit.centring)
             volume = _cell_volume(primitive)
@@ -139,9 +147,10 @@ class RowRefinement:
                 lengths = float(np.prod(primitive[:3]))
                 hint = float(np.prod(np.clip(scaled, 1e-3, None))) * volume / lengths
             n_atoms = atoms_in_cell(volume, composition, self.element_volumes, volume_per_atom_hint=hint)
+            misfit = abs(np.log(volume / (n_atoms * volume_per_atom(composition, self.element_volumes))))
         except InvalidInputError as exc:
             return exc.reason
-        return primitive[:3] / n_atoms ** (1 / 3)
+        return primitive[:3] / n_atoms ** (1 / 3), float(misfit)
 
 
 def _reduced_log_lengths(cells: np.ndarray, centring: str) -> np.ndarray:

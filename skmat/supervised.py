@@ -606,13 +606,16 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     column (the element volumes are fitted to the training cells).
 
     **Start.** The predictor gives scaled primitive lengths, which say nothing of N or of
-    the lattice centring. The starting conventional cell takes the predictor's shape (its
-    lengths' ratios, arranged for the crystal system: the two closest lengths become a = b
-    of a tetragonal or hexagonal cell) and a volume of Z formula units, the formula's volume
-    being the sum of its elements' fitted volumes, for Z in 1, 2, 4 and 8 (3, 6, 12 and 24
-    for trigonal, whose rhombohedral cell in hexagonal axes holds three). Each start is
-    refined under every centring the system allows; the converged cell that indexes the
-    most peaks, then has the best de Wolff figure of merit, wins.
+    the lattice centring. For each centring the system allows, the starting conventional cell
+    is the one, on a grid of axis ratios (and of beta for monoclinic), whose reduced primitive
+    cell has the shape nearest the predictor's lengths; it is scaled so that its primitive
+    cell holds Z formula units, for Z in 1, 2 and 4, the formula's volume being the sum of its
+    elements' fitted volumes. Each start is refined within ``search_range`` (and
+    ``fallback_search_range`` where nothing converges). Of the converged cells that index the
+    most peaks, those whose primitive volume is within 22 % (0.2 in log) of a whole number of
+    formula units at the composition's volume per atom go first: a short peak list is also
+    indexed by sub- and super-cells (on MP-20, 95 % of compositions' fitted volume per atom
+    lie within 0.24 in log of the true one); of those the best de Wolff figure of merit wins.
 
     Examples
     --------
