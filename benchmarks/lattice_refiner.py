@@ -22,7 +22,7 @@ refinement converged under, and the time per row.
 Usage::
 
     python benchmarks/lattice_refiner.py --n-train 3000 --n-test 100 --json /tmp/refiner.json
-    python benchmarks/lattice_refiner.py --predictor network --n-test 300 --n-systems 2
+    python benchmarks/lattice_refiner.py --predictor network --n-test 300 --n-systems 1
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hgb-iter", type=int, default=150)
     parser.add_argument("--xrd-pca", type=int, default=32)
-    parser.add_argument("--n-systems", type=int, default=1, help="crystal systems tried per row (LatticeRefiner)")
+    parser.add_argument("--n-systems", type=int, default=3,
+                        help="crystal systems considered per row (LatticeRefiner's n_systems; 1: the predicted one)")
     parser.add_argument("--oracle", action="store_true",
                         help="also refine under the true crystal system (the oracle row: indexing's share of the error)")
     parser.add_argument("--n-jobs", type=int, default=1, help="processes refining rows (LatticeRefiner(n_jobs=))")
@@ -174,6 +175,13 @@ def run(args) -> dict:
         else None,
         "refined_rows_worse_than_predictor": int(np.sum(error[mask] > base[mask])),
         "crystal_system_accuracy": float(np.mean(predicted_systems == systems)),
+        # the refiner's: the classifier weighed against the refinements (LatticeRefiner's n_systems)
+        "crystal_system_accuracy_refiner": float(np.mean(refiner.crystal_systems_ == systems)),
+        "crystal_system_accuracy_per_system": {
+            s: {"n": int(np.sum(systems == s)), "classifier": float(np.mean(predicted_systems[systems == s] == s)),
+                "refiner": float(np.mean(refiner.crystal_systems_[systems == s] == s))}
+            for s in sorted(set(systems))
+        },
         "refined_system_accuracy_on_refined_rows": float(np.mean(refiner.refined_systems_[mask] == systems[mask]))
         if mask.any() else None,
         # the system a refinement converged under, where one did; the classifier's elsewhere

@@ -30,9 +30,11 @@ Rows of the table, each with the protocol that produced it:
     aligner; "structure aligned with XRD" uses the structure view of a structure + XRD aligner.
 ``fine-tuned + LatticeRefiner``
     The fine-tuned XRD + composition row's scaled lattice refined against each test pattern's
-    peaks (:class:`~skmat.supervised.LatticeRefiner`): under the network's crystal system, and
-    under the true one (the oracle row, which shows how much of the remaining error is the
-    classification's). ``--no-refine`` skips both.
+    peaks (:class:`~skmat.supervised.LatticeRefiner`): its ``predict`` weighs the network's
+    three most probable crystal systems against their refinements and gives the row's crystal
+    system too; the oracle row refines under the true system (the lattice's share of the error
+    that is the classification's; its crystal-system columns are the network's). ``--no-refine``
+    skips both.
 ``trees``
     The classical baseline: Magpie features (and, in a second row, the first principal
     components of the XRD pattern) with ``HistGradientBoostingRegressor`` per target and
@@ -309,26 +311,31 @@ def fine_tune(views, seen_views, args, memory, X_train, train, X_test):
 
 def refined_rows(row, model, predicted, X_train, X_test, test, args, timer, record) -> None:
     """The fine-tuned network's scaled lattice refined against each test pattern
-    (:class:`~skmat.supervised.LatticeRefiner`, element volumes of the training structures),
-    under its predicted crystal system and, as the oracle row, under the true one. Only the
-    scaled lengths change; the other columns and the crystal system are the network's."""
+    (:class:`~skmat.supervised.LatticeRefiner`, element volumes of the training structures):
+    ``predict``, which weighs the network's 3 most probable crystal systems against their
+    refinements (the row's crystal system is the refiner's), and, as the oracle row, under the
+    true system. Only the scaled lengths and the crystal system change; the other columns are
+    the network's."""
     from skmat.supervised import LatticeRefiner
 
     refiner = LatticeRefiner(model, prefit=True, n_jobs=args.refine_jobs).fit(X_train)
     network_lattice = np.asarray(predicted["regression"], dtype=float)[:, :3]
-    for protocol, systems in [
-        ("fine-tuned + LatticeRefiner (predicted crystal system)", predicted["crystal_system"]),
-        ("fine-tuned + LatticeRefiner (oracle: true crystal system)", test["crystal_system"].to_numpy()),
-    ]:
+    for protocol in ("fine-tuned + LatticeRefiner (predicted crystal system)",
+                     "fine-tuned + LatticeRefiner (oracle: true crystal system)"):
         start = time.perf_counter()
         with timer("refine"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the rows kept are counted below
-            lattice = refiner.refine(X_test, np.asarray(systems).astype(str), network_lattice)
+            if "oracle" in protocol:
+                lattice = refiner.refine(X_test, test["crystal_system"].astype(str).to_numpy(), network_lattice)
+                systems = predicted["crystal_system"]
+            else:
+                lattice = refiner.predict(X_test)
+                systems = refiner.crystal_systems_
         regression = np.array(predicted["regression"], dtype=float)
         regression[:, :3] = lattice
         _log(args, f"{protocol}: {refiner.n_refined_} of {len(X_test)} rows refined")
         record(row, f"{protocol}, {refiner.n_refined_} of {len(X_test)} refined",
-               {"regression": regression, "crystal_system": predicted["crystal_system"]}, time.perf_counter() - start)
+               {"regression": regression, "crystal_system": systems}, time.perf_counter() - start)
 
 
 def mlp_heads(train_embedding, y_train, test_embedding, args: argparse.Namespace) -> dict:

@@ -582,6 +582,7 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) 
             "scaled_lattice_mae_refined": round(float(np.abs(refined - truth).mean()), 4),
             "rows_refined": int(refiner.n_refined_),
             "rows_right_system": int(right.sum()),
+            "rows_right_system_refiner": int(np.sum(refiner.crystal_systems_ == systems)),
             "seconds_per_row": round(seconds / len(X), 2),
             "rows": len(X),
         }
@@ -591,7 +592,9 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) 
         "mp20": out,
         "note": f"skmat.pretrained.load_refiner('{folder.name}') on {len(heldout)} held-out MP-20 rows "
                 "(seeded subsample of the card's held-out rows): the classifier's lattice refined against "
-                "each pattern under its predicted crystal system (skmat.supervised.LatticeRefiner)",
+                "each pattern (skmat.supervised.LatticeRefiner: the classifier's 3 most probable crystal "
+                "systems weighed against their refinements; rows_right_system is the classifier's, "
+                "rows_right_system_refiner the refiner's crystal_systems_)",
     }
     write_card(folder, card)
 

@@ -33,6 +33,12 @@ from skmat.features.indexing import (
 #: Conventional cells per formula unit searched by LatticeRefiner's start (see its Notes).
 _FORMULA_MULTIPLES = (1, 2, 4)
 
+#: Steps up the chain of crystal-system lattices (trigonal and hexagonal share a rank: a
+#: primitive trigonal lattice is hexagonal).
+_SYMMETRY_RANK = {
+    "triclinic": 0, "monoclinic": 1, "orthorhombic": 2, "tetragonal": 3, "trigonal": 4, "hexagonal": 4, "cubic": 5,
+}
+
 #: Largest |log(cell volume / (N x volume per atom))| of a plausible refined cell.
 _VOLUME_SLACK = 0.2
 
@@ -48,17 +54,40 @@ class RowRefinement:
     search_range: float
     fallback_search_range: float | None
     atoms_from: str
+    converged_weight: float = 1.0
+    symmetry_weight: float = 1.5
 
-    def __call__(self, peaks, systems, scaled: np.ndarray, composition) -> tuple[np.ndarray | None, str, str | None]:
-        """``(scaled lattice, system, None)`` under the first of *systems* that refines, or
-        ``(None, "", reason)`` with the first system's reason (the prediction being kept)."""
-        first_reason = None
-        for system in systems:
-            result = self.refine(peaks, system, scaled, composition)
+    def __call__(
+        self, peaks, candidates: list[tuple[str, float]], scaled: np.ndarray, composition
+    ) -> tuple[np.ndarray | None, str, str | None]:
+        """Refine under the candidate crystal systems (``(system, log probability)`` pairs) and
+        choose one: ``(scaled lattice, system, None)``, or ``(None, "", reason)`` with the most
+        probable system's reason when none refines (the prediction being kept).
+
+        A system scores its log probability, plus ``converged_weight + symmetry_weight *
+        rank`` where its refinement converges, rank counting the steps up the chain
+        triclinic, monoclinic, orthorhombic, tetragonal, trigonal or hexagonal, cubic: a
+        lower-symmetry cell family holds the higher ones' cells, so that it converges too says
+        less. Systems are refined best bound first, and only while their bound can still win.
+        """
+        def bound(candidate):
+            system, log_p = candidate
+            return log_p + self.converged_weight + self.symmetry_weight * _SYMMETRY_RANK.get(system, 0)
+
+        # a system that does not converge scores its log probability alone, so none can beat
+        # the most probable one's; the first to converge in order of bound wins
+        floor = max(log_p for _, log_p in candidates)
+        reasons = {}
+        for candidate in sorted(candidates, key=bound, reverse=True):
+            if bound(candidate) < floor:
+                break
+            result = self.refine(peaks, candidate[0], scaled, composition)
             if not isinstance(result, str):
-                return result, system, None
-            first_reason = first_reason or result
-        return None, "", first_reason
+                return result, candidate[0], None
+            reasons[candidate[0]] = result
+        most_probable = max(candidates, key=lambda candidate: candidate[1])[0]
+        reason = reasons.get(most_probable) or next(iter(reasons.values()), "the refinement did not converge")
+        return None, "", reason
 
     def starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
         """Starting conventional cells with their centrings (see LatticeRefiner's Notes), or []

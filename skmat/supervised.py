@@ -542,10 +542,21 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         rows, two seeds: 0.191 Å with ±15 % alone, 0.184 Å with ±30 % for every row (3x the
         time), 0.178 Å with ±15 % then ±30 % for the ~35 % of rows the first leaves (about
         twice the time of ±15 % alone).
-    n_systems : int, default=1
-        Crystal systems tried per row, most probable first (from the crystal-system model's
-        ``predict_proba``); the first whose refinement converges gives the lattice. 1 tries
-        the predicted system only.
+    n_systems : int, default=3
+        Crystal systems considered per row: the most probable ones (the crystal-system
+        model's ``predict_proba``; a model without it gives its predicted system alone). A
+        system scores its log probability, plus *converged_weight* + *symmetry_weight* x its
+        rank in the chain triclinic (0), monoclinic, orthorhombic, tetragonal, trigonal or
+        hexagonal, cubic (5) where its refinement converges; the best-scoring system gives the
+        lattice and the crystal system (``crystal_systems_``). This is the crystallographer's
+        rule, the highest symmetry that indexes the pattern, weighed against the classifier:
+        a lower-symmetry family holds the higher ones' cells, so that it converges says less.
+        Systems are refined best bound first, and only while they can still win (about 1.25
+        refinements per row). Measured with the XRD + composition network on 300 held-out MP-20
+        rows (weights chosen on seed 0): crystal system 85.0 -> 88.3 % (seed 0) and 81.7 ->
+        86.3 % (seed 1), scaled lattice MAE 0.158 -> 0.153 Å and 0.186 -> 0.176 Å, against 1.
+    converged_weight, symmetry_weight : float, default=1.0, 1.5
+        The evidence of a converged refinement (see *n_systems*), in units of log probability.
     atoms_from : {"composition+lattice", "composition"}, default="composition+lattice"
         How N, the atoms in the refined primitive cell, is chosen among multiples of the
         reduced formula: nearest the cell volume over the formula's fitted volume per atom
@@ -591,6 +602,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     refined_systems_ : ndarray of str
         Crystal system each row of the last ``predict`` call was refined under ("" where the
         predictor's lattice was kept).
+    crystal_systems_ : ndarray of str
+        Crystal system of each row of the last ``predict`` call: the one refined under, else
+        the most probable (see *n_systems*). More often right than the classifier's alone.
 
     Notes
     -----
@@ -645,7 +659,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         refine_zero_shift: bool | None = None,
         search_range: float = 0.15,
         fallback_search_range: float | None = 0.3,
-        n_systems: int = 1,
+        n_systems: int = 3,
+        converged_weight: float = 1.0,
+        symmetry_weight: float = 1.5,
         atoms_from: str = "composition+lattice",
         min_peaks_per_parameter: float = 3.0,
         element_volumes: dict | None = None,
@@ -662,6 +678,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.search_range = search_range
         self.fallback_search_range = fallback_search_range
         self.n_systems = n_systems
+        self.converged_weight = converged_weight
+        self.symmetry_weight = symmetry_weight
         self.atoms_from = atoms_from
         self.min_peaks_per_parameter = min_peaks_per_parameter
         self.element_volumes = element_volumes
@@ -711,6 +729,10 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             raise ValueError(f"fallback_search_range must be None or in [0, 0.5), got {self.fallback_search_range!r}")
         if not (isinstance(self.n_systems, int) and 1 <= self.n_systems <= 7):
             raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
+        for name in ("converged_weight", "symmetry_weight"):
+            weight = getattr(self, name)
+            if not (isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
         if not (isinstance(self.min_peaks_per_parameter, int | float) and self.min_peaks_per_parameter >= 0):
             raise ValueError(f"min_peaks_per_parameter must be a number >= 0, got {self.min_peaks_per_parameter!r}")
         if self.atoms_from not in ("composition+lattice", "composition"):
@@ -769,17 +791,17 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             raise ValueError("this LatticeRefiner has no predictor: call refine(X, crystal_systems, lattice)")
         return model
 
-    def _candidate_systems(self, X: Any, n_rows: int) -> list[list[str]]:
-        """Per row, the crystal systems to try, most probable first."""
-        if self.n_systems == 1:
-            return [[system] for system in self.predict_crystal_system(X)]
+    def _candidate_systems(self, X: Any, n_rows: int) -> list[list[tuple[str, float]]]:
+        """Per row, the crystal systems to consider with their log probabilities."""
         model = self._fitted_model(systems=True)
-        if not hasattr(model, "predict_proba"):
-            raise AttributeError(f"n_systems={self.n_systems} needs a crystal-system model with predict_proba")
-        probabilities = np.asarray(model.predict_proba(X)).reshape(n_rows, -1)
+        if self.n_systems == 1 or not hasattr(model, "predict_proba"):
+            return [[(system, 0.0)] for system in self.predict_crystal_system(X)]
+        probabilities = np.asarray(model.predict_proba(X), dtype=float).reshape(n_rows, -1)
         classes = np.asarray(model.classes_).astype(str)
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.n_systems]
-        return [list(classes[row]) for row in order]
+        with np.errstate(divide="ignore"):
+            log_probabilities = np.log(probabilities)
+        return [[(classes[k], float(log_probabilities[row, k])) for k in ks] for row, ks in enumerate(order)]
 
     def _predicted_lattice(self, X: Any, n_rows: int) -> np.ndarray:
         values = np.asarray(getattr(self.predictor_, self._method())(X), dtype=float)
@@ -814,7 +836,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
 
         ``predict`` without the predictors: for a caller that has the crystal system and the
         starting lattice already (as :func:`skmat.pretrained.identify` has, from its own
-        networks). Sets ``refined_``, ``refined_systems_``, ``n_refined_`` and ``n_kept_`` as
+        networks). Sets ``refined_``, ``refined_systems_``, ``crystal_systems_``, ``n_refined_`` and ``n_kept_`` as
         ``predict`` does.
 
         Parameters
@@ -842,7 +864,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             )
         patterns = self._patterns(frame, labels)
         compositions = self._compositions(frame, labels)
-        return self._refine_rows(frame, labels, patterns, compositions, estimate, [[s] for s in systems])
+        return self._refine_rows(frame, labels, patterns, compositions, estimate, [[(s, 0.0)] for s in systems])
 
     def _refine_rows(self, frame, labels, patterns, compositions, estimate, candidates) -> np.ndarray:
         import warnings
@@ -852,7 +874,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
 
         refinement = RowRefinement(
             dict(self.element_volumes_), self.refine_zero_shift, self.min_peaks_per_parameter, self.search_range,
-            self.fallback_search_range, self.atoms_from,
+            self.fallback_search_range, self.atoms_from, self.converged_weight, self.symmetry_weight,
         )
         results = map_chunks(
             refine_rows, list(zip(patterns, candidates, estimate, compositions, strict=True)),
@@ -869,6 +891,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             else:
                 lattice[row], refined[row], refined_systems[row] = result, True, system
         self.refined_systems_ = refined_systems.astype(str)
+        most_probable = [max(row, key=lambda candidate: candidate[1])[0] for row in candidates]
+        self.crystal_systems_ = np.where(refined, self.refined_systems_, np.asarray(most_probable, dtype=str))
         self.refined_ = refined
         self.n_refined_ = int(refined.sum())
         self.n_kept_ = int((~refined).sum())
