@@ -212,7 +212,8 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
     """A tetragonal and an orthorhombic MP-20 row, each offered as 60 % orthorhombic and
     30 % tetragonal: the tetragonal cell indexes the first (its metric is also
     orthorhombic, so both converge) and wins; it cannot index the second, whose system
-    stays orthorhombic. Without the evidence weights only the most probable is refined."""
+    stays orthorhombic. Without the evidence weights, or for a measured row, only the most
+    probable is refined."""
     from skmat._lattice_rows import RowRefinement
 
     frame, lattice, systems = mp20
@@ -233,6 +234,9 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
             _, plain, _ = RowRefinement(**settings, converged_weight=0.0, symmetry_weight=0.0)(
                 peaks, offered, lattice[row] * 1.05, composition)
             assert plain in ("orthorhombic", "")
+            # the same peaks as a measurement's: its most probable system only
+            _, measured, _ = RowRefinement(**settings)((*peaks[:2], True), offered, lattice[row] * 1.05, composition)
+            assert measured in ("orthorhombic", "")
             checked += 1
     assert checked >= 3
 
@@ -240,7 +244,8 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
 def test_measurement_like_patterns_are_refined(fitted, small_rows):
     """Patterns with noise, background, a zero shift, Kα2 and strain (XRDAugmenter) in the
     'xrd' column: the counting noise is not taken for peaks, the zero shift is refined, and the
-    refined lattice beats the predictor's (within the ±2 % strain the pattern carries)."""
+    refined lattice beats the predictor's (within the ±2 % strain the pattern carries). Such
+    rows are refined under their most probable crystal system only."""
     from skmat.features.augment import XRDAugmenter
 
     frame, truth, systems = small_rows
@@ -258,6 +263,7 @@ def test_measurement_like_patterns_are_refined(fitted, small_rows):
     assert np.median(error[fitted.refined_]) < 0.05, error
     np.testing.assert_array_equal(refined[~fitted.refined_], predictor[~fitted.refined_])
     assert error.mean() < 0.95 * np.abs(predictor - truth[right]).mean(), (fitted.n_refined_, error)
+    np.testing.assert_array_equal(fitted.crystal_systems_, fitted.predict_crystal_system(X))
 
 
 def test_given_element_volumes_need_no_training_structures(fitted, small_rows):
