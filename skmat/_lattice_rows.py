@@ -24,6 +24,7 @@ from skmat.features.indexing import (
     CRYSTAL_SYSTEMS,
     _cell_volume,
     _direct_metric,
+    _trial_cells,
     atoms_in_cell,
     primitive_niggli,
     refine_cell,
@@ -42,6 +43,9 @@ _SYMMETRY_RANK = {
 #: Largest |log(cell volume / (N x volume per atom))| of a plausible refined cell.
 _VOLUME_SLACK = 0.2
 
+#: Largest |log| ratio of an ab initio cell's scaled lengths to the predictor's (sorted).
+_AB_INITIO_REACH = 0.5
+
 
 @dataclass(frozen=True)
 class RowRefinement:
@@ -56,6 +60,7 @@ class RowRefinement:
     atoms_from: str
     converged_weight: float = 1.0
     symmetry_weight: float = 1.5
+    ab_initio: bool = True
 
     def __call__(
         self, peaks, candidates: list[tuple[str, float]], scaled: np.ndarray, composition
@@ -146,6 +151,8 @@ class RowRefinement:
                     converged.append(fit)
             if converged:
                 break
+        if not converged and not measured and self.ab_initio:
+            converged = self.ab_initio_fits(positions, system, wavelength, zero, scaled, composition)
         if not converged:
             return reason
         most = max(fit.fraction_indexed for fit in converged)
@@ -167,6 +174,34 @@ class RowRefinement:
         # then the de Wolff figure of merit, not nearness to the predictor's lattice: that choice
         # fixed two cubic rows of 60 and broke five (held-out MP-20, seed 0)
         return max(plausible, key=lambda entry: entry[0].figure_of_merit)[1]
+
+    def ab_initio_fits(self, positions, system: str, wavelength: float, zero: bool, scaled: np.ndarray,
+                       composition) -> list:
+        """Converged refinements of cells found from the peaks alone (``_trial_cells``), for a
+        row no start near the predictor's cell refines. Only cells of plausible volume (see
+        ``_VOLUME_SLACK``) within a factor ``exp(_AB_INITIO_REACH)`` of the predictor's scaled
+        lengths are kept: trials far from both are the wrong cells a free search also finds."""
+        reduced = composition.element_composition.get_reduced_composition_and_factor()[0]
+        try:
+            formula_volume = volume_per_atom(composition, self.element_volumes) * reduced.num_atoms
+        except InvalidInputError:
+            return []
+        predicted = np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None))
+        fits = []
+        for cell in _trial_cells(positions, system, wavelength, formula_volume):
+            try:
+                fit = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
+                                  search_range=0)
+            except InvalidInputError:
+                continue
+            if not fit.converged:
+                continue
+            lattice = self.scaled_lattice(fit, composition, scaled)
+            if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
+                continue
+            if np.max(np.abs(np.log(np.sort(lattice[0]) / predicted))) <= _AB_INITIO_REACH:
+                fits.append(fit)
+        return fits
 
     def scaled_lattice(self, fit, composition, scaled: np.ndarray) -> tuple[np.ndarray, float] | str:
         """Scaled Niggli lengths (a, b, c) / N^(1/3) of a refined cell and how far (in log) its

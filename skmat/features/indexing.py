@@ -940,6 +940,65 @@ def _evaluate(
     return float(indexed.mean()), misfit, merit
 
 
+#: Reflections that the lowest peaks of a pattern are taken to be in ab initio trials
+#: (:func:`_trial_cells`): the first lines of most cells, centred or not.
+_TRIAL_HKL = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1), (2, 0, 0),
+                       (0, 2, 0), (0, 0, 2)])
+
+#: Systems :func:`_trial_cells` indexes (all their free parameters are diagonal metric terms).
+TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic")
+
+
+def _trial_cells(
+    two_theta: np.ndarray, system: str, wavelength: float, formula_volume: float, *, n_low: int = 6,
+    n_cells: int = 8, tolerance: float = 0.004,
+) -> np.ndarray:
+    """Conventional cells (n, 6) of *system* found from the peaks alone, for refinement.
+
+    Ab initio indexing in the manner of TREOR: each choice of as many of the *n_low* lowest
+    peaks as the system has parameters, taken to be as many low-index reflections
+    (:data:`_TRIAL_HKL`), fixes the free terms of the reciprocal metric by one linear solve.
+    Trial cells whose volume is not near a whole number of formula units (of
+    *formula_volume*, Å³) are dropped; the rest are scored by how closely their primitive
+    lines match the first 20 peaks (relative Q *tolerance*), and the *n_cells* best returned.
+    Empty for monoclinic and triclinic cells, whose angles the low lines do not fix alone.
+    """
+    from itertools import combinations, permutations
+
+    if system not in TRIAL_SYSTEMS:
+        return np.zeros((0, 6))
+    q = np.sort(_q_of_two_theta(np.asarray(two_theta, dtype=float), wavelength))
+    n_par = _N_PARAMETERS[system]
+    low = q[:n_low]
+    if len(low) < n_par:
+        return np.zeros((0, 6))
+    rows = np.unique(_basis(_TRIAL_HKL, system), axis=0)
+    choices = np.array([c for c in permutations(range(len(rows)), n_par)])
+    design = rows[choices]  # (n_choices, n_par, n_par)
+    solvable = np.abs(np.linalg.det(design)) > 1e-9
+    design = design[solvable]
+    peaks = np.array(list(combinations(range(len(low)), n_par)))
+    rhs = np.broadcast_to(low[peaks][:, None, :], (len(peaks), len(design), n_par)).reshape(-1, n_par)
+    parameters = np.linalg.solve(np.tile(design, (len(peaks), 1, 1)), rhs[..., None])[..., 0]
+    parameters = parameters[np.all(parameters > 0, axis=1)]
+    if system == "orthorhombic":  # a permutation of the axes is the same primitive lattice
+        parameters = np.sort(parameters, axis=1)
+    parameters = np.unique(np.round(np.log(parameters), 6), axis=0)
+    parameters = np.exp(parameters)
+    metric = _metric_of_parameters(parameters, system)
+    cells = _cells_of_metric(metric)
+    ratio = 1 / np.sqrt(np.linalg.det(metric)) / formula_volume
+    whole = np.clip(np.round(ratio), 1, None)
+    plausible = (np.abs(np.log(ratio / whole)) < 0.15) & (ratio < 40)
+    parameters, cells = parameters[plausible], cells[plausible]
+    if not len(cells):
+        return cells
+    scored = q[:20]
+    lines = _lines(system, "P", scored[-1] * 1.05, cells[:, :3].max(axis=0))
+    scores = _score_matches(parameters @ lines.T, scored, tolerance=tolerance)
+    return cells[np.argsort(-scores, kind="stable")[:n_cells]]
+
+
 def primitive_niggli(cell: Any, centring: str) -> np.ndarray:
     """The Niggli-reduced primitive cell of a conventional *cell* with lattice *centring*.
 
