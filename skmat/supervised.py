@@ -560,6 +560,13 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         measurement-like held-out patterns the weighing cost 5 right systems of 220).
     converged_weight, symmetry_weight : float, default=1.0, 1.5
         The evidence of a converged refinement (see *n_systems*), in units of log probability.
+    ab_initio : bool, default=True
+        Index a simulated row that no start near the predictor's cell refines from its peaks
+        alone (cubic to orthorhombic; TREOR's way: the lowest peaks taken as low-index
+        reflections), keeping a cell only if its volume holds whole formula units and its
+        scaled lengths are within a factor e^0.5 of the predictor's. Measured with the XRD +
+        composition network on 300 held-out MP-20 rows: 0.153 -> 0.142 Å (seed 0) and 0.176 ->
+        0.166 Å (seed 1), at no time measurable beside the rest (0.45-0.55 s a row under load).
     atoms_from : {"composition+lattice", "composition"}, default="composition+lattice"
         How N, the atoms in the refined primitive cell, is chosen among multiples of the
         reduced formula: nearest the cell volume over the formula's fitted volume per atom
@@ -633,6 +640,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     formula units at the composition's volume per atom go first: a short peak list is also
     indexed by sub- and super-cells (on MP-20, 95 % of compositions' fitted volume per atom
     lie within 0.24 in log of the true one); of those the best de Wolff figure of merit wins.
+    Where no start converges, the cell is searched from the peaks alone (*ab_initio*).
 
     Examples
     --------
@@ -665,6 +673,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         n_systems: int = 3,
         converged_weight: float = 1.0,
         symmetry_weight: float = 1.5,
+        ab_initio: bool = True,
         atoms_from: str = "composition+lattice",
         min_peaks_per_parameter: float = 3.0,
         element_volumes: dict | None = None,
@@ -683,6 +692,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.n_systems = n_systems
         self.converged_weight = converged_weight
         self.symmetry_weight = symmetry_weight
+        self.ab_initio = ab_initio
         self.atoms_from = atoms_from
         self.min_peaks_per_parameter = min_peaks_per_parameter
         self.element_volumes = element_volumes
@@ -878,6 +888,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         refinement = RowRefinement(
             dict(self.element_volumes_), self.refine_zero_shift, self.min_peaks_per_parameter, self.search_range,
             self.fallback_search_range, self.atoms_from, self.converged_weight, self.symmetry_weight,
+            bool(self.ab_initio),
         )
         results = map_chunks(
             refine_rows, list(zip(patterns, candidates, estimate, compositions, strict=True)),

@@ -265,3 +265,27 @@ def test_refine_lattices_refines_good_rows_and_keeps_the_fallback_elsewhere(one_
     assert any("row 'e'" in m and "NaN" in m for m in messages)
     assert any("row 'f'" in m and "unknown crystal system" in m for m in messages)
     assert any("row 'g'" in m and "no volume per atom known for Xe" in m for m in messages)
+
+
+@pytest.mark.parametrize("system", ["cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic"])
+def test_trial_cells_from_the_peaks_alone_refine_to_the_true_cell(one_per_system, system):
+    """Ab initio indexing: without any starting guess, one of the trial cells that the lowest
+    peaks fix refines (with no search) to the structure's Niggli cell; monoclinic and
+    triclinic give none."""
+    from skmat.features.indexing import _trial_cells, resolve_wavelength
+
+    structure, centring, cell = one_per_system[system]
+    peaks, _ = compute_peaks(structure)
+    formula = structure.composition.get_reduced_composition_and_factor()
+    formula_volume = structure.volume / formula[1]  # the formula's true volume: the test is of the indexing
+    trials = _trial_cells(peaks, system, resolve_wavelength("CuKa"), formula_volume)
+    assert 1 <= len(trials) <= 8 and np.all(np.isfinite(trials))
+    truth = primitive_niggli(cell, centring)[:3]
+    found = []
+    for trial in trials:
+        fit = refine_cell(peaks, system, trial, search_range=0)
+        if fit.converged:
+            found.append(np.abs(primitive_niggli(fit.cell, fit.centring)[:3] - truth).max())
+    assert found and min(found) <= 0.01, (found, truth)
+    for other in ("monoclinic", "triclinic"):
+        assert _trial_cells(peaks, other, resolve_wavelength("CuKa"), formula_volume).shape == (0, 6)

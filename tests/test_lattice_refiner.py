@@ -343,3 +343,28 @@ def test_cells_without_whole_formula_units_lose_to_those_with(fitted, mp20):
     assert bare.refined_.all()
     exact = np.abs(refined - lattice[rows]).max(axis=1) <= 0.01
     assert exact.sum() >= 21, np.abs(refined - lattice[rows]).max(axis=1)
+
+
+def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
+    """The first 8 orthorhombic and tetragonal rows of at most 8 atoms, with a starting
+    lattice whose c is 40 % short: where no start near it refines, the ab initio trial cells
+    give the true cell (2 rows when measured) or nothing, never a wrong one."""
+    from skmat._lattice_rows import RowRefinement
+
+    frame, lattice, systems = mp20
+    bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
+                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
+    rows = [i for i, s in enumerate(frame["structure"]) if len(s) <= 8 and systems[i] in ("orthorhombic", "tetragonal")]
+    found_alone = 0
+    for row in rows[:8]:
+        peaks = bare._patterns(frame.iloc[[row]], [row])[0]
+        start = lattice[row] * np.array([1.0, 1.0, 0.6])
+        composition = frame["composition"].iloc[row]
+        if not isinstance(RowRefinement(**settings, ab_initio=False).refine(peaks, systems[row], start, composition), str):
+            continue  # a start refined: the trials are not tried
+        found = RowRefinement(**settings).refine(peaks, systems[row], start, composition)
+        if not isinstance(found, str):
+            assert np.abs(found - lattice[row]).max() <= 0.01, (frame["material_id"].iloc[row], found, lattice[row])
+            found_alone += 1
+    assert found_alone >= 2, found_alone

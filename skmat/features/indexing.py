@@ -951,7 +951,7 @@ TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic")
 
 def _trial_cells(
     two_theta: np.ndarray, system: str, wavelength: float, formula_volume: float, *, n_low: int = 6,
-    n_cells: int = 8, tolerance: float = 0.004,
+    n_cells: int = 8, tolerance: float = 0.006,
 ) -> np.ndarray:
     """Conventional cells (n, 6) of *system* found from the peaks alone, for refinement.
 
@@ -959,8 +959,9 @@ def _trial_cells(
     peaks as the system has parameters, taken to be as many low-index reflections
     (:data:`_TRIAL_HKL`), fixes the free terms of the reciprocal metric by one linear solve.
     Trial cells whose volume is not near a whole number of formula units (of
-    *formula_volume*, Å³) are dropped; the rest are scored by how closely their primitive
-    lines match the first 20 peaks (relative Q *tolerance*), and the *n_cells* best returned.
+    *formula_volume*, Å³) are dropped; the rest are ranked by how many of the first 20 peaks
+    lie within *tolerance* (relative Q) of one of their primitive lines, then by volume, and
+    the *n_cells* first returned.
     Empty for monoclinic and triclinic cells, whose angles the low lines do not fix alone.
     """
     from itertools import combinations, permutations
@@ -983,20 +984,28 @@ def _trial_cells(
     parameters = parameters[np.all(parameters > 0, axis=1)]
     if system == "orthorhombic":  # a permutation of the axes is the same primitive lattice
         parameters = np.sort(parameters, axis=1)
-    parameters = np.unique(np.round(np.log(parameters), 6), axis=0)
-    parameters = np.exp(parameters)
+    # trials within 0.5 % of each other refine to the same cell: one of each
+    _, first = np.unique(np.round(np.log(parameters) / 0.005), axis=0, return_index=True)
+    parameters = parameters[np.sort(first)]
     metric = _metric_of_parameters(parameters, system)
     cells = _cells_of_metric(metric)
     ratio = 1 / np.sqrt(np.linalg.det(metric)) / formula_volume
     whole = np.clip(np.round(ratio), 1, None)
     plausible = (np.abs(np.log(ratio / whole)) < 0.15) & (ratio < 40)
-    parameters, cells = parameters[plausible], cells[plausible]
+    parameters, cells, volume = parameters[plausible], cells[plausible], ratio[plausible]
     if not len(cells):
         return cells
-    scored = q[:20]
-    lines = _lines(system, "P", scored[-1] * 1.05, cells[:, :3].max(axis=0))
-    scores = _score_matches(parameters @ lines.T, scored, tolerance=tolerance)
-    return cells[np.argsort(-scores, kind="stable")[:n_cells]]
+    scored = np.broadcast_to(q[:20], (len(cells), min(20, len(q))))
+    lines = _lines(system, "P", scored[0, -1] * 1.05, cells[:, :3].max(axis=0))
+    q_calc = parameters @ lines.T
+    # peaks within the tolerance of their nearest line (not _score_matches' binned score: a
+    # trial cell from three peaks is ~0.2 % off, and its lines land on the wrong one of
+    # close peaks)
+    nearest = np.take_along_axis(q_calc, _nearest(q_calc, scored), axis=1)
+    matched = np.sum(np.abs(np.log(nearest / scored)) <= tolerance, axis=1)
+    # of cells that match as many peaks, the smallest: a cell with a needlessly long axis has
+    # lines enough to match any peak (de Wolff's reason for counting lines)
+    return cells[np.lexsort((volume, -matched))[:n_cells]]
 
 
 def primitive_niggli(cell: Any, centring: str) -> np.ndarray:
