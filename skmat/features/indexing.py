@@ -946,7 +946,7 @@ _TRIAL_HKL = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0
                        (0, 2, 0), (0, 0, 2)])
 
 #: Systems :func:`_trial_cells` indexes (all their free parameters are diagonal metric terms).
-TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic")
+_TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic")
 
 
 def _trial_cells(
@@ -966,7 +966,7 @@ def _trial_cells(
     """
     from itertools import combinations, permutations
 
-    if system not in TRIAL_SYSTEMS:
+    if system not in _TRIAL_SYSTEMS:
         return np.zeros((0, 6))
     q = np.sort(_q_of_two_theta(np.asarray(two_theta, dtype=float), wavelength))
     n_par = _N_PARAMETERS[system]
