@@ -99,15 +99,20 @@ class RowRefinement:
         reason = reasons.get(most_probable) or next(iter(reasons.values()), "the refinement did not converge")
         return None, "", reason
 
-    def starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
-        """Starting conventional cells with their centrings (see LatticeRefiner's Notes), or []
-        when the formula's volume is unknown."""
+    def formula_volume(self, composition) -> float | None:
+        """Volume (Å³) of the reduced formula from the element volumes; None if one is unknown."""
         try:
             per_atom = volume_per_atom(composition, self.element_volumes)
         except InvalidInputError:
+            return None
+        return per_atom * composition.element_composition.get_reduced_composition_and_factor()[0].num_atoms
+
+    def starts(self, system: str, scaled: np.ndarray, composition) -> list[tuple[np.ndarray, str]]:
+        """Starting conventional cells with their centrings (see LatticeRefiner's Notes), or []
+        when the formula's volume is unknown."""
+        formula_volume = self.formula_volume(composition)
+        if formula_volume is None:
             return []
-        reduced = composition.element_composition.get_reduced_composition_and_factor()[0]
-        formula_volume = per_atom * reduced.num_atoms
         target = np.log(np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None)))
         starts = []
         for centring in CENTRINGS[system]:
@@ -181,10 +186,8 @@ class RowRefinement:
         row no start near the predictor's cell refines. Only cells of plausible volume (see
         ``_VOLUME_SLACK``) within a factor ``exp(_AB_INITIO_REACH)`` of the predictor's scaled
         lengths are kept: trials far from both are the wrong cells a free search also finds."""
-        reduced = composition.element_composition.get_reduced_composition_and_factor()[0]
-        try:
-            formula_volume = volume_per_atom(composition, self.element_volumes) * reduced.num_atoms
-        except InvalidInputError:
+        formula_volume = self.formula_volume(composition)
+        if formula_volume is None:
             return []
         predicted = np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None))
         fits = []
