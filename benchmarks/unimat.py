@@ -320,17 +320,20 @@ def refined_rows(row, model, predicted, X_train, X_test, test, args, timer, reco
 
     refiner = LatticeRefiner(model, prefit=True, n_jobs=args.refine_jobs).fit(X_train)
     network_lattice = np.asarray(predicted["regression"], dtype=float)[:, :3]
-    for protocol in ("fine-tuned + LatticeRefiner (predicted crystal system)",
-                     "fine-tuned + LatticeRefiner (oracle: true crystal system)"):
+
+    def under_predicted_systems():
+        return refiner.predict(X_test), refiner.crystal_systems_
+
+    def under_true_systems():
+        true_systems = test["crystal_system"].astype(str).to_numpy()
+        return refiner.refine(X_test, true_systems, network_lattice), predicted["crystal_system"]
+
+    for protocol, refine in (("fine-tuned + LatticeRefiner (predicted crystal system)", under_predicted_systems),
+                             ("fine-tuned + LatticeRefiner (oracle: true crystal system)", under_true_systems)):
         start = time.perf_counter()
         with timer("refine"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the rows kept are counted below
-            if "oracle" in protocol:
-                lattice = refiner.refine(X_test, test["crystal_system"].astype(str).to_numpy(), network_lattice)
-                systems = predicted["crystal_system"]
-            else:
-                lattice = refiner.predict(X_test)
-                systems = refiner.crystal_systems_
+            lattice, systems = refine()
         regression = np.array(predicted["regression"], dtype=float)
         regression[:, :3] = lattice
         _log(args, f"{protocol}: {refiner.n_refined_} of {len(X_test)} rows refined")

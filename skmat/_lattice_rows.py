@@ -80,13 +80,13 @@ class RowRefinement:
             system, log_p = candidate
             return log_p + self.converged_weight + self.symmetry_weight * _SYMMETRY_RANK.get(system, 0)
 
+        most_probable, floor = max(candidates, key=lambda candidate: candidate[1])
         if not isinstance(peaks, str) and peaks[2]:
             # a measured row's short peak list is indexed by wrong higher-symmetry cells too: on
             # 300 augmented held-out MP-20 patterns the weighing cost 5 right systems of 220
-            candidates = [max(candidates, key=lambda candidate: candidate[1])]
+            candidates = [(most_probable, floor)]
         # a system that does not converge scores its log probability alone, so none can beat
-        # the most probable one's; the first to converge in order of bound wins
-        floor = max(log_p for _, log_p in candidates)
+        # the most probable one's (the floor); the first to converge in order of bound wins
         reasons = {}
         for candidate in sorted(candidates, key=bound, reverse=True):
             if bound(candidate) < floor:
@@ -95,7 +95,6 @@ class RowRefinement:
             if not isinstance(result, str):
                 return result, candidate[0], None
             reasons[candidate[0]] = result
-        most_probable = max(candidates, key=lambda candidate: candidate[1])[0]
         reason = reasons.get(most_probable) or next(iter(reasons.values()), "the refinement did not converge")
         return None, "", reason
 
