@@ -46,6 +46,15 @@ _VOLUME_SLACK = 0.2
 #: Largest |log| ratio of an ab initio cell's scaled lengths to the predictor's (sorted).
 _AB_INITIO_REACH = 0.5
 
+#: Axes of a conventional cell halved together when looking for a smaller cell that indexes
+#: the same peaks (the axes a system's symmetry ties together move together).
+_HALVED_AXES = {
+    "cubic": ((0, 1, 2),),
+    "tetragonal": ((0, 1), (2,)),
+    "hexagonal": ((0, 1), (2,)),
+    "trigonal": ((0, 1), (2,)),
+}
+
 
 @dataclass(frozen=True)
 class RowRefinement:
@@ -177,7 +186,36 @@ class RowRefinement:
         plausible = [entry for entry in lattices if entry[2] <= _VOLUME_SLACK] or lattices
         # then the de Wolff figure of merit, not nearness to the predictor's lattice: that choice
         # fixed two cubic rows of 60 and broke five (held-out MP-20, seed 0)
-        return max(plausible, key=lambda entry: entry[0].figure_of_merit)[1]
+        best = max(plausible, key=lambda entry: entry[0].figure_of_merit)
+        return self.smallest_cell(best, positions, system, wavelength, zero, composition, scaled)[1]
+
+    def smallest_cell(self, entry, positions, system: str, wavelength: float, zero: bool, composition,
+                      scaled: np.ndarray):
+        """The chosen ``(fit, scaled lattice, volume misfit)``, or the smallest cell with an axis
+        (or axes tied by symmetry) halved, refined, that indexes as many peaks at a plausible
+        volume. A cell with a doubled axis indexes every peak its sub-cell does, and the formula
+        allows twice the atoms, so neither the count of peaks nor the volume tells them apart:
+        indexing takes the smallest cell the lines allow (e.g. CrB, Cmcm, whose c doubled
+        indexed all 16 peaks with a higher figure of merit than any other start's cell)."""
+        while True:
+            fit = entry[0]
+            for axes in _HALVED_AXES.get(system, ((0,), (1,), (2,))):
+                cell = np.array(fit.cell, dtype=float)
+                cell[list(axes)] /= 2
+                try:
+                    smaller = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
+                                          centrings=fit.centring, search_range=0)
+                except InvalidInputError:
+                    continue
+                if not smaller.converged or smaller.fraction_indexed < fit.fraction_indexed - 1e-9:
+                    continue
+                lattice = self.scaled_lattice(smaller, composition, scaled)
+                if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
+                    continue
+                entry = (smaller, *lattice)
+                break
+            else:
+                return entry
 
     def ab_initio_fits(self, positions, system: str, wavelength: float, zero: bool, scaled: np.ndarray,
                        composition) -> list:

@@ -368,3 +368,35 @@ def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
             assert np.abs(found - lattice[row]).max() <= 0.01, (frame["material_id"].iloc[row], found, lattice[row])
             found_alone += 1
     assert found_alone >= 2, found_alone
+
+
+def test_a_cell_with_a_doubled_axis_gives_way_to_its_sub_cell(fitted):
+    """CrB (Cmcm, a prototype skmat ships): the C-centred cell with c doubled indexes all its
+    simulated peaks, with a higher figure of merit than the true cell, and holds a whole
+    number of formula units. The smallest cell that indexes the same peaks is chosen."""
+    from skmat._lattice_rows import RowRefinement
+    from skmat.datasets import load_prototypes
+    from skmat.features.indexing import refine_cell
+
+    frame = load_prototypes().frame
+    row = frame[frame["material_id"] == "AB_oC8_63_c_c"][["structure", "composition"]].reset_index(drop=True)
+    structure = row["structure"].iloc[0]
+    primitive = SpacegroupAnalyzer(structure, symprec=0.1).find_primitive()
+    truth = np.sort(primitive.lattice.get_niggli_reduced_lattice().abc) / len(primitive) ** (1 / 3)
+    conventional = np.array([*SpacegroupAnalyzer(structure, symprec=0.1).get_conventional_standard_structure()
+                             .lattice.parameters])
+    bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+    positions, wavelength, _ = bare._patterns(row, [0])[0]
+    doubled = conventional.copy()
+    doubled[2] *= 2
+    fit = refine_cell(positions, "orthorhombic", doubled, wavelength=wavelength, centrings="C", search_range=0)
+    assert fit.converged and fit.fraction_indexed == 1.0
+    refinement = RowRefinement(element_volumes=fitted.element_volumes_, refine_zero_shift=False,
+                               min_peaks_per_parameter=3.0, search_range=0.15, fallback_search_range=0.3,
+                               atoms_from="composition")
+    lattice, misfit = refinement.scaled_lattice(fit, row["composition"].iloc[0], truth)
+    assert misfit <= 0.2 and not np.allclose(np.sort(lattice), truth, atol=0.01)  # the doubled cell is plausible
+    chosen = refinement.smallest_cell((fit, lattice, misfit), positions, "orthorhombic", wavelength, False,
+                                      row["composition"].iloc[0], truth)
+    np.testing.assert_allclose(np.sort(chosen[1]), truth, atol=0.01)
+    assert chosen[0].fraction_indexed == 1.0
