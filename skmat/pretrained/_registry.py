@@ -125,7 +125,8 @@ def load_refiner(name: str = "xrd-composition", *, device: str | None = "cpu", *
     the row's pattern, under the crystal system the classifier predicts, from the
     classifier's own lattice (``predict_auxiliary``); rows that do not refine keep the
     classifier's lattice. The element volumes that count the atoms in a refined cell were
-    fitted to the model's training structures and ship with it.
+    fitted to the model's MP-20 training structures (an element they lack, to all its
+    training structures) and ship with it.
 
     Parameters
     ----------
