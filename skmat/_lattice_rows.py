@@ -189,8 +189,8 @@ class RowRefinement:
         best = max(plausible, key=lambda entry: entry[0].figure_of_merit)
         return self.smallest_cell(best, positions, system, wavelength, zero, composition, scaled)[1]
 
-    def smallest_cell(self, entry, positions, system: str, wavelength: float, zero: bool, composition,
-                      scaled: np.ndarray):
+    def smallest_cell(self, entry: tuple, positions, system: str, wavelength: float, zero: bool, composition,
+                      scaled: np.ndarray) -> tuple:
         """The chosen ``(fit, scaled lattice, volume misfit)``, or the smallest cell with an axis
         (or axes tied by symmetry) halved, refined, that indexes as many peaks at a plausible
         volume. A cell with a doubled axis indexes every peak its sub-cell does, and the formula
@@ -208,6 +208,9 @@ class RowRefinement:
                 except InvalidInputError:
                     continue
                 if not smaller.converged or smaller.fraction_indexed < fit.fraction_indexed - 1e-9:
+                    continue
+                # a refinement that grew back to the cell it started from would loop for ever
+                if _cell_volume(smaller.cell) > 0.75 * _cell_volume(fit.cell):
                     continue
                 lattice = self.scaled_lattice(smaller, composition, scaled)
                 if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
