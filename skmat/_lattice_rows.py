@@ -202,23 +202,34 @@ class RowRefinement:
             for axes in _HALVED_AXES.get(system, ((0,), (1,), (2,))):
                 cell = np.array(fit.cell, dtype=float)
                 cell[list(axes)] /= 2
-                try:
-                    smaller = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
-                                          centrings=fit.centring, search_range=0)
-                except InvalidInputError:
-                    continue
-                if not smaller.converged or smaller.fraction_indexed < fit.fraction_indexed - 1e-9:
+                smaller = self.plausible_refit(positions, system, cell, fit.centring, wavelength, zero, composition,
+                                               scaled)
+                if smaller is None or smaller[0].fraction_indexed < fit.fraction_indexed - 1e-9:
                     continue
                 # a refinement that grew back to the cell it started from would loop for ever
-                if _cell_volume(smaller.cell) > 0.75 * _cell_volume(fit.cell):
+                if _cell_volume(smaller[0].cell) > 0.75 * _cell_volume(fit.cell):
                     continue
-                lattice = self.scaled_lattice(smaller, composition, scaled)
-                if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
-                    continue
-                entry = (smaller, *lattice)
+                entry = smaller
                 break
             else:
                 return entry
+
+    def plausible_refit(self, positions, system: str, cell: np.ndarray, centrings, wavelength: float, zero: bool,
+                        composition, scaled: np.ndarray) -> tuple | None:
+        """``(fit, scaled lattice, volume misfit)`` of *cell* refined in place (no search), or
+        None where it does not converge or its volume holds no whole number of formula units
+        (``_VOLUME_SLACK``)."""
+        try:
+            fit = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
+                              centrings=centrings, search_range=0)
+        except InvalidInputError:
+            return None
+        if not fit.converged:
+            return None
+        lattice = self.scaled_lattice(fit, composition, scaled)
+        if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
+            return None
+        return (fit, *lattice)
 
     def ab_initio_fits(self, positions, system: str, wavelength: float, zero: bool, scaled: np.ndarray,
                        composition) -> list:
@@ -232,18 +243,9 @@ class RowRefinement:
         predicted = np.sort(np.clip(np.asarray(scaled, dtype=float), 1e-3, None))
         fits = []
         for cell in _trial_cells(positions, system, wavelength, formula_volume):
-            try:
-                fit = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
-                                  search_range=0)
-            except InvalidInputError:
-                continue
-            if not fit.converged:
-                continue
-            lattice = self.scaled_lattice(fit, composition, scaled)
-            if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
-                continue
-            if np.max(np.abs(np.log(np.sort(lattice[0]) / predicted))) <= _AB_INITIO_REACH:
-                fits.append(fit)
+            refit = self.plausible_refit(positions, system, cell, None, wavelength, zero, composition, scaled)
+            if refit is not None and np.max(np.abs(np.log(np.sort(refit[1]) / predicted))) <= _AB_INITIO_REACH:
+                fits.append(refit[0])
         return fits
 
     def scaled_lattice(self, fit, composition, scaled: np.ndarray) -> tuple[np.ndarray, float] | str:
