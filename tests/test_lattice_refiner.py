@@ -370,6 +370,38 @@ def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
     assert found_alone >= 2, found_alone
 
 
+def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20):
+    """The rows of at most 6 atoms (tetragonal to hexagonal; 23 s here under load), each
+    started from the random forest's estimate: where the starts alone refine to a wrong
+    cell, the trial cells indexed from the peaks alone give the true one for some rows, and
+    they spoil no row the starts get right."""
+    from skmat._lattice_rows import RowRefinement
+
+    frame, lattice, systems = mp20
+    bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
+                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
+    rows = [i for i, s in enumerate(frame["structure"])
+            if len(s) <= 6 and systems[i] in ("tetragonal", "orthorhombic", "trigonal", "hexagonal")]
+    estimates = fitted.predictor_.predict(frame.iloc[rows])
+
+    def exact(result, row):
+        return not isinstance(result, str) and np.abs(result - lattice[row]).max() <= 0.01
+
+    fixed, spoiled = [], []
+    for row, estimate in zip(rows, estimates, strict=True):
+        peaks = bare._patterns(frame.iloc[[row]], [row])[0]
+        composition = frame["composition"].iloc[row]
+        starts_alone = RowRefinement(**settings, ab_initio=False).refine(peaks, systems[row], estimate, composition)
+        with_trials = RowRefinement(**settings).refine(peaks, systems[row], estimate, composition)
+        if exact(starts_alone, row) and not exact(with_trials, row):
+            spoiled.append(frame["material_id"].iloc[row])
+        if not exact(starts_alone, row) and not isinstance(starts_alone, str) and exact(with_trials, row):
+            fixed.append(frame["material_id"].iloc[row])
+    assert not spoiled, spoiled
+    assert len(fixed) >= 2, fixed
+
+
 def test_a_cell_with_a_doubled_axis_gives_way_to_its_sub_cell(fitted):
     """CrB (Cmcm, a prototype skmat ships): the C-centred cell with c doubled indexes all its
     simulated peaks, with a higher figure of merit than the true cell, and holds a whole

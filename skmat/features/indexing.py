@@ -945,13 +945,41 @@ def _evaluate(
 _TRIAL_HKL = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1), (2, 0, 0),
                        (0, 2, 0), (0, 0, 2)])
 
-#: Systems :func:`_trial_cells` indexes (all their free parameters are diagonal metric terms).
-_TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic")
+#: Monoclinic trials add the reflections whose h and l differ in sign: with beta oblique,
+#: (1 0 -1) and (1 0 1) are different lines (the hl term of Q has opposite signs).
+_TRIAL_HKL_MONOCLINIC = np.concatenate([_TRIAL_HKL, [(1, 0, -1), (1, 1, -1)]])
+
+#: Systems :func:`_trial_cells` indexes: every one whose free metric terms four low lines fix.
+_TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic", "monoclinic")
+
+#: Trial cells scored against the peaks at once (bounds the (cells, lines) array's memory).
+_TRIAL_CHUNK = 2048
+
+
+def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray, system: str,
+                   tolerance: float) -> np.ndarray:
+    """How many of the peaks *q_obs* lie within *tolerance* (relative Q) of one of the primitive
+    lines of each trial cell (free parameters (m, n_parameters), cells (m, 6))."""
+    matched = np.empty(len(cells), dtype=int)
+    # cells of like size share a box of Miller indices: sorted by their longest axis, a chunk's
+    # box is not set by the longest cell of all
+    order = np.argsort(cells[:, :3].max(axis=1))
+    for start in range(0, len(cells), _TRIAL_CHUNK):
+        chunk = order[start:start + _TRIAL_CHUNK]
+        lines = _lines(system, "P", q_obs[-1] * 1.05, cells[chunk, :3].max(axis=0))
+        q_calc = parameters[chunk] @ lines.T
+        scored = np.broadcast_to(q_obs, (len(chunk), len(q_obs)))
+        # peaks within the tolerance of their nearest line (not _score_matches' binned score:
+        # a trial cell from three peaks is ~0.2 % off, and its lines land on the wrong one of
+        # close peaks)
+        nearest = np.take_along_axis(q_calc, _nearest(q_calc, scored), axis=1)
+        matched[chunk] = np.sum(np.abs(np.log(nearest / scored)) <= tolerance, axis=1)
+    return matched
 
 
 def _trial_cells(
     two_theta: np.ndarray, system: str, wavelength: float, formula_volume: float, *, n_low: int = 6,
-    n_cells: int = 8, tolerance: float = 0.006,
+    n_cells: int = 8, tolerance: float = 0.006, max_axis_per_unit: float | None = None,
 ) -> np.ndarray:
     """Conventional cells (n, 6) of *system* found from the peaks alone, for refinement.
 
@@ -961,8 +989,10 @@ def _trial_cells(
     Trial cells whose volume is not near a whole number of formula units (of
     *formula_volume*, Å³) are dropped; the rest are ranked by how many of the first 20 peaks
     lie within *tolerance* (relative Q) of one of their primitive lines, then by volume, and
-    the *n_cells* first returned.
-    Empty for monoclinic and triclinic cells, whose angles the low lines do not fix alone.
+    the *n_cells* first returned. With *max_axis_per_unit* (Å), a cell whose longest axis
+    over the cube root of its number of formula units exceeds it is dropped before scoring:
+    a caller that knows the cell's rough size saves scoring long cells against many lines.
+    Empty for triclinic cells, whose six metric terms the low lines do not fix alone.
     """
     from itertools import combinations, permutations
 
@@ -973,7 +1003,7 @@ def _trial_cells(
     low = q[:n_low]
     if len(low) < n_par:
         return np.zeros((0, 6))
-    rows = np.unique(_basis(_TRIAL_HKL, system), axis=0)
+    rows = np.unique(_basis(_TRIAL_HKL_MONOCLINIC if system == "monoclinic" else _TRIAL_HKL, system), axis=0)
     choices = np.array([c for c in permutations(range(len(rows)), n_par)])
     design = rows[choices]  # (n_choices, n_par, n_par)
     solvable = np.abs(np.linalg.det(design)) > 1e-9
@@ -981,28 +1011,45 @@ def _trial_cells(
     peaks = np.array(list(combinations(range(len(low)), n_par)))
     rhs = np.broadcast_to(low[peaks][:, None, :], (len(peaks), len(design), n_par)).reshape(-1, n_par)
     parameters = np.linalg.solve(np.tile(design, (len(peaks), 1, 1)), rhs[..., None])[..., 0]
-    parameters = parameters[np.all(parameters > 0, axis=1)]
+    if system == "monoclinic":
+        # the hl term may take either sign; the metric must be positive definite (4AC > D²)
+        positive = np.all(parameters[:, :3] > 0, axis=1)
+        parameters = parameters[positive & (4 * parameters[:, 0] * parameters[:, 2] > parameters[:, 3] ** 2 * 1.0001)]
+        # swapping a and c, or the sign of the hl term (l -> -l), gives the same lattice
+        a_c = np.sort(parameters[:, [0, 2]], axis=1)
+        parameters = np.stack([a_c[:, 0], parameters[:, 1], a_c[:, 1], np.abs(parameters[:, 3])], axis=1)
+    else:
+        parameters = parameters[np.all(parameters > 0, axis=1)]
     if system == "orthorhombic":  # a permutation of the axes is the same primitive lattice
         parameters = np.sort(parameters, axis=1)
     # trials within 0.5 % of each other refine to the same cell: one of each
-    _, first = np.unique(np.round(np.log(parameters) / 0.005), axis=0, return_index=True)
+    key = np.log(parameters)
+    if system == "monoclinic":  # the hl term relative to its diagonal terms (it may be ~0)
+        key = np.column_stack([key[:, :3], parameters[:, 3] / np.sqrt(parameters[:, 0] * parameters[:, 2])])
+    _, first = np.unique(np.round(key / 0.005), axis=0, return_index=True)
     parameters = parameters[np.sort(first)]
     metric = _metric_of_parameters(parameters, system)
     cells = _cells_of_metric(metric)
     ratio = 1 / np.sqrt(np.linalg.det(metric)) / formula_volume
     whole = np.clip(np.round(ratio), 1, None)
     plausible = (np.abs(np.log(ratio / whole)) < 0.15) & (ratio < 40)
+    if max_axis_per_unit is not None:
+        plausible &= cells[:, :3].max(axis=1) / np.cbrt(whole) <= max_axis_per_unit
     parameters, cells, volume = parameters[plausible], cells[plausible], ratio[plausible]
     if not len(cells):
         return cells
-    scored = np.broadcast_to(q[:20], (len(cells), min(20, len(q))))
-    lines = _lines(system, "P", scored[0, -1] * 1.05, cells[:, :3].max(axis=0))
-    q_calc = parameters @ lines.T
-    # peaks within the tolerance of their nearest line (not _score_matches' binned score: a
-    # trial cell from three peaks is ~0.2 % off, and its lines land on the wrong one of
-    # close peaks)
-    nearest = np.take_along_axis(q_calc, _nearest(q_calc, scored), axis=1)
-    matched = np.sum(np.abs(np.log(nearest / scored)) <= tolerance, axis=1)
+    if system == "monoclinic":
+        # four free terms give thousands of trials. Needles (an axis over 4x the cube root of
+        # the volume: very oblique settings, whose lattices other trials give reduced) go;
+        # then those that do not index the low peaks they were not solved from (cheap: few
+        # lines lie below the n_low-th peak)
+        keep = cells[:, :3].max(axis=1) <= 4 * np.cbrt(volume * formula_volume)
+        parameters, cells, volume = parameters[keep], cells[keep], volume[keep]
+        keep = _matched_peaks(parameters, cells, low, system, tolerance) >= len(low) - 1
+        parameters, cells, volume = parameters[keep], cells[keep], volume[keep]
+        if not len(cells):
+            return cells
+    matched = _matched_peaks(parameters, cells, q[:20], system, tolerance)
     # of cells that match as many peaks, the smallest: a cell with a needlessly long axis has
     # lines enough to match any peak (de Wolff's reason for counting lines)
     return cells[np.lexsort((volume, -matched))[:n_cells]]
