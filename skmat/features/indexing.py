@@ -952,8 +952,9 @@ _TRIAL_HKL_MONOCLINIC = np.concatenate([_TRIAL_HKL, [(1, 0, -1), (1, 1, -1)]])
 #: Systems :func:`_trial_cells` indexes: every one whose free metric terms four low lines fix.
 _TRIAL_SYSTEMS = ("cubic", "tetragonal", "hexagonal", "trigonal", "orthorhombic", "monoclinic")
 
-#: Trial cells scored against the peaks at once (bounds the (cells, lines) array's memory).
-_TRIAL_CHUNK = 2048
+#: Trial cells scored against the peaks at once: bounds the (cells, lines) arrays' memory (2,048 took
+#: `benchmarks/lattice_refiner.py --n-test 20` to 2.2 GB peak)
+_TRIAL_CHUNK = 256
 
 
 def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray, system: str,
