@@ -249,9 +249,10 @@ class RowRefinement:
         longest = None
         if system == "monoclinic":
             # thousands of monoclinic trials: the reach below bounds a trial's longest axis per
-            # cube root of its formula units before it is scored (10 rows: 24 -> 3 s a row). A
-            # trial is a conventional cell taken as primitive; a centred one's axis per unit is
-            # up to 2^(2/3) times its primitive reduced cell's (body-centred, c >> a)
+            # cube root of its formula units before it is scored (10 rows, 24 -> 3 s a row without
+            # the room for centring). A trial is a conventional cell taken as primitive; a centred
+            # one's axis per unit is up to 2^(2/3) times its primitive reduced cell's (body-centred,
+            # c >> a)
             per_unit = np.cbrt(composition.element_composition.get_reduced_composition_and_factor()[0].num_atoms)
             longest = float(np.exp(_AB_INITIO_REACH) * 2 ** (2 / 3) * predicted[-1] * per_unit)
         for cell in _trial_cells(positions, system, wavelength, formula_volume, max_axis_per_unit=longest):
