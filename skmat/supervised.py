@@ -545,21 +545,31 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     n_systems : int, default=3
         Crystal systems considered per row: the most probable ones (the crystal-system
         model's ``predict_proba``; a model without it gives its predicted system alone). A
-        system scores its log probability, plus *converged_weight* + *symmetry_weight* x its
-        rank in the chain triclinic (0), monoclinic, orthorhombic, tetragonal, trigonal or
-        hexagonal, cubic (5) where its refinement converges; the best-scoring system gives the
-        lattice and the crystal system (``crystal_systems_``). This is the crystallographer's
-        rule, the highest symmetry that indexes the pattern, weighed against the classifier:
-        a lower-symmetry family holds the higher ones' cells, so that it converges says less.
-        Systems are refined best bound first, and only while they can still win (about 1.25
-        refinements per row). Measured with the XRD + composition network on 300 held-out MP-20
-        rows (weights chosen on seed 0): crystal system 85.0 -> 88.3 % (seed 0) and 81.7 ->
-        86.3 % (seed 1), scaled lattice MAE 0.158 -> 0.153 Å and 0.186 -> 0.176 Å, against 1.
-        Measured rows (see *refine_zero_shift*) consider their most probable system only: a
-        short peak list is indexed by wrong higher-symmetry cells as well (on 300
-        measurement-like held-out patterns the weighing cost 5 right systems of 220).
-    converged_weight, symmetry_weight : float, default=1.0, 1.5
-        The evidence of a converged refinement (see *n_systems*), in units of log probability.
+        system scores its log probability, plus, where its refinement converges,
+        *converged_weight* + *symmetry_weight* x its rank in the chain triclinic (0),
+        monoclinic, orthorhombic, tetragonal, trigonal or hexagonal, cubic (5) + *merit_weight*
+        x log(min(M, 100)), M being de Wolff's figure of merit of the refined cell. The
+        best-scoring system gives the lattice and the crystal system (``crystal_systems_``); a
+        system must score above the most probable one's log probability, so where the only
+        refinements index the peaks poorly (M below about 4) the predictor's lattice is kept.
+        This is the crystallographer's rule, the highest symmetry that indexes the pattern
+        well, weighed against the classifier: a lower-symmetry family holds the higher ones'
+        cells, so that it converges says less, and a wrong cell that converges has the lower
+        M. Systems are refined best bound first, and only while they can still win (about 1.3
+        refinements per row). Measured with the XRD + composition network on held-out MP-20
+        rows: weighing the network's three most probable systems took 300 rows (weights then
+        chosen on seed 0) from 85.0 to 88.3 % (seed 0) and 81.7 to 86.3 % (seed 1), and the
+        merit term (its weights chosen on the first 600 rows of both seeds) took those 600
+        rows from 89.0 to 92.2 % and 85.8 to 88.0 %, for about 25 % more time (see
+        ``docs/results.md`` for the other rows). Measured rows (see *refine_zero_shift*)
+        consider their most probable system only: a short peak list is indexed by wrong
+        higher-symmetry cells as well (on 300 measurement-like held-out patterns the weighing
+        cost 5 right systems of 220). A single system (*n_systems* = 1, or :meth:`refine`) is
+        refined wherever it converges.
+    converged_weight, symmetry_weight, merit_weight : float, default=-2.0, 2.0, 1.5
+        The evidence of a converged refinement (see *n_systems*), in units of log probability:
+        with the defaults a converged triclinic cell counts for the classifier's odds once its
+        M exceeds e^(2/1.5), about 3.8. *symmetry_weight* and *merit_weight* must be >= 0.
     ab_initio : bool, default=True
         Also index each simulated row from its peaks alone (cubic to monoclinic; TREOR's way:
         the lowest peaks taken as low-index reflections), keeping a cell only if its volume
@@ -674,8 +684,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         search_range: float = 0.15,
         fallback_search_range: float | None = 0.3,
         n_systems: int = 3,
-        converged_weight: float = 1.0,
-        symmetry_weight: float = 1.5,
+        converged_weight: float = -2.0,
+        symmetry_weight: float = 2.0,
+        merit_weight: float = 1.5,
         ab_initio: bool = True,
         atoms_from: str = "composition+lattice",
         min_peaks_per_parameter: float = 3.0,
@@ -695,6 +706,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         self.n_systems = n_systems
         self.converged_weight = converged_weight
         self.symmetry_weight = symmetry_weight
+        self.merit_weight = merit_weight
         self.ab_initio = ab_initio
         self.atoms_from = atoms_from
         self.min_peaks_per_parameter = min_peaks_per_parameter
@@ -745,7 +757,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             raise ValueError(f"fallback_search_range must be None or in [0, 0.5), got {self.fallback_search_range!r}")
         if not (isinstance(self.n_systems, int) and 1 <= self.n_systems <= 7):
             raise ValueError(f"n_systems must be an integer in [1, 7], got {self.n_systems!r}")
-        for name in ("converged_weight", "symmetry_weight"):
+        if not (isinstance(self.converged_weight, int | float) and math.isfinite(self.converged_weight)):
+            raise ValueError(f"converged_weight must be a finite number, got {self.converged_weight!r}")
+        for name in ("symmetry_weight", "merit_weight"):
             weight = getattr(self, name)
             if not (isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
@@ -891,7 +905,7 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         refinement = RowRefinement(
             dict(self.element_volumes_), self.refine_zero_shift, self.min_peaks_per_parameter, self.search_range,
             self.fallback_search_range, self.atoms_from, self.converged_weight, self.symmetry_weight,
-            bool(self.ab_initio),
+            self.merit_weight, bool(self.ab_initio),
         )
         results = map_chunks(
             refine_rows, list(zip(patterns, candidates, estimate, compositions, strict=True)),

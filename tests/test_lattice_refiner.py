@@ -203,7 +203,7 @@ def test_crystal_system_weighs_the_classifier_against_the_refinements(mp20, smal
     assert np.mean(chosen == systems[test]) >= np.mean(classifier.predict(rows) == systems[test])
     error = {n: np.abs(refined[n][0] - lattice[test]).mean() for n in (1, 3)}
     assert error[3] < error[1], error
-    for name in ("n_systems", "symmetry_weight"):
+    for name in ("n_systems", "symmetry_weight", "merit_weight"):
         with pytest.raises(ValueError, match=name):
             clone(refiner).set_params(**{name: -1}).fit(frame)
 
@@ -231,7 +231,7 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
                 continue  # the true system does not refine from this start: nothing to weigh
             result, chosen, _ = RowRefinement(**settings)(peaks, offered, lattice[row] * 1.05, composition)
             assert chosen == system, (frame["material_id"].iloc[row], chosen)
-            _, plain, _ = RowRefinement(**settings, converged_weight=0.0, symmetry_weight=0.0)(
+            _, plain, _ = RowRefinement(**settings, converged_weight=0.0, symmetry_weight=0.0, merit_weight=0.0)(
                 peaks, offered, lattice[row] * 1.05, composition)
             assert plain in ("orthorhombic", "")
             # the same peaks as a measurement's: its most probable system only
@@ -239,6 +239,36 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
             assert measured in ("orthorhombic", "")
             checked += 1
     assert checked >= 3
+
+
+def test_a_cell_that_indexes_the_peaks_better_wins_over_a_higher_symmetry_that_merely_converges(fitted, data_home):
+    """mp-1227387 (MP-20 val) is monoclinic; an orthorhombic cell also converges on its peaks,
+    but with de Wolff's M near 2 against the monoclinic cell's tens. Offered as 60 %
+    orthorhombic and 30 % monoclinic, the figure of merit gives the monoclinic cell, exact;
+    by symmetry alone (the weighing before the merit term) the orthorhombic cell wins."""
+    from pymatgen.core import Structure
+
+    from skmat._lattice_rows import RowRefinement
+
+    val = pd.read_csv(data_home / "mp_20" / "val.csv.gz", usecols=["material_id", "cif"])
+    structure = Structure.from_str(val.loc[val["material_id"] == "mp-1227387", "cif"].iloc[0], fmt="cif")
+    assert SpacegroupAnalyzer(structure, symprec=0.1).get_crystal_system() == "monoclinic"
+    truth = np.array(structure.lattice.abc) / len(structure) ** (1 / 3)
+    frame = pd.DataFrame({"structure": [structure], "composition": [structure.composition]})
+    peaks = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()._patterns(frame, [0])[0]
+    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
+                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
+    offered = [("orthorhombic", np.log(0.6)), ("monoclinic", np.log(0.3))]
+    start = truth * 1.05
+    merits = {system: RowRefinement(**settings).refine_entry(peaks, system, start, structure.composition)[0]
+              .figure_of_merit for system, _ in offered}
+    assert merits["monoclinic"] > 5 * merits["orthorhombic"], merits
+    result, chosen, _ = RowRefinement(**settings)(peaks, offered, start, structure.composition)
+    assert chosen == "monoclinic"
+    np.testing.assert_allclose(np.sort(result), np.sort(truth), atol=0.01)
+    _, by_symmetry, _ = RowRefinement(**settings, converged_weight=1.0, symmetry_weight=1.5, merit_weight=0.0)(
+        peaks, offered, start, structure.composition)
+    assert by_symmetry == "orthorhombic"
 
 
 def test_measurement_like_patterns_are_refined(fitted, small_rows):
