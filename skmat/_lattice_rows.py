@@ -97,10 +97,13 @@ class RowRefinement:
         considers its most probable system only, and a single candidate is refined wherever it
         converges: there is nothing to weigh it against.
         """
+        def evidence(system, merit):
+            """What a converged refinement under *system* with figure of merit *merit* adds."""
+            return (self.converged_weight + self.symmetry_weight * _SYMMETRY_RANK.get(system, 0)
+                    + self.merit_weight * np.log(min(max(merit, 1.0), _MERIT_CAP)))
+
         def bound(candidate):
-            system, log_p = candidate
-            return (log_p + self.converged_weight + self.symmetry_weight * _SYMMETRY_RANK.get(system, 0)
-                    + self.merit_weight * np.log(_MERIT_CAP))
+            return candidate[1] + evidence(candidate[0], _MERIT_CAP)
 
         most_probable, floor = max(candidates, key=lambda candidate: candidate[1])
         if not isinstance(peaks, str) and peaks[2]:
@@ -122,11 +125,10 @@ class RowRefinement:
                 reasons[system] = result
                 continue
             merit = result[0].figure_of_merit
-            score = (log_p + self.converged_weight + self.symmetry_weight * _SYMMETRY_RANK.get(system, 0)
-                     + self.merit_weight * np.log(min(max(merit, 1.0), _MERIT_CAP)))
+            score = log_p + evidence(system, merit)
             if score > best_score or (best is None and score == best_score):
                 best, best_score = (result[1], system), score
-            else:
+            elif best is None:
                 # the predictor's lattice beats a cell that indexes the peaks this poorly: over
                 # 600 held-out rows of two seeds, keeping these ~10 rows a seed took 0.0927 ->
                 # 0.0922 A and 0.1062 -> 0.1040 A
