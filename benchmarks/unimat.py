@@ -32,9 +32,10 @@ Rows of the table, each with the protocol that produced it:
     The fine-tuned XRD + composition row's scaled lattice refined against each test pattern's
     peaks (:class:`~skmat.supervised.LatticeRefiner`): its ``predict`` weighs the network's
     three most probable crystal systems against their refinements and gives the row's crystal
-    system too; the oracle row refines under the true system (the lattice's share of the error
-    that is the classification's; its crystal-system columns are the network's). ``--no-refine``
-    skips both.
+    system too. With ``--oracle``, a second row refines under the true system (the lattice's
+    share of the error that is the classification's; its crystal-system columns are the
+    network's): a diagnostic, off by default since it took 10 of the default run's minutes
+    once every row is also indexed from its peaks alone. ``--no-refine`` skips both.
 ``trees``
     The classical baseline: Magpie features (and, in a second row, the first principal
     components of the XRD pattern) with ``HistGradientBoostingRegressor`` per target and
@@ -141,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--xrd-pca", type=int, default=32, help="XRD principal components for the tree baseline")
     train.add_argument("--no-refine", dest="refine", action="store_false",
                        help="skip the XRD + composition rows refined against the patterns (LatticeRefiner)")
+    train.add_argument("--oracle", action="store_true",
+                       help="also refine under the true crystal system (a diagnostic row; ~10 min more)")
     train.add_argument("--refine-jobs", type=int, default=2, help="processes refining the test rows")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("unimat_results"), help="directory for JSON, Markdown, PNGs")
@@ -314,8 +317,8 @@ def refined_rows(row, model, predicted, X_train, X_test, test, args, timer, reco
     (:class:`~skmat.supervised.LatticeRefiner`, element volumes of the training structures):
     ``predict``, which weighs the network's 3 most probable crystal systems against their
     refinements (the row's crystal system is the refiner's), and, as the oracle row, under the
-    true system. Only the scaled lengths and the crystal system change; the other columns are
-    the network's."""
+    true system (``--oracle``). Only the scaled lengths and the crystal system change; the other
+    columns are the network's."""
     from skmat.supervised import LatticeRefiner
 
     refiner = LatticeRefiner(model, prefit=True, n_jobs=args.refine_jobs).fit(X_train)
@@ -328,8 +331,10 @@ def refined_rows(row, model, predicted, X_train, X_test, test, args, timer, reco
         true_systems = test["crystal_system"].astype(str).to_numpy()
         return refiner.refine(X_test, true_systems, network_lattice), predicted["crystal_system"]
 
-    for protocol, refine in (("fine-tuned + LatticeRefiner (predicted crystal system)", under_predicted_systems),
-                             ("fine-tuned + LatticeRefiner (oracle: true crystal system)", under_true_systems)):
+    protocols = [("fine-tuned + LatticeRefiner (predicted crystal system)", under_predicted_systems)]
+    if args.oracle:
+        protocols.append(("fine-tuned + LatticeRefiner (oracle: true crystal system)", under_true_systems))
+    for protocol, refine in protocols:
         start = time.perf_counter()
         with timer("refine"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the rows kept are counted below

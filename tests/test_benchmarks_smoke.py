@@ -29,7 +29,8 @@ def _load_script(name: str):
 def unimat_run(data_home, tmp_path_factory):
     unimat = _load_script("unimat")
     out = tmp_path_factory.mktemp("unimat")
-    result = unimat.main(["--tiny", "--data-home", str(data_home), "--out", str(out)])
+    # --oracle: the diagnostic row is off by default, so the smoke run keeps its code path alive
+    result = unimat.main(["--tiny", "--oracle", "--data-home", str(data_home), "--out", str(out)])
     return unimat, out, result
 
 
@@ -49,6 +50,7 @@ def test_unimat_json_has_finite_numbers_for_every_row(unimat_run):
     # every learned row of UniMat's table and both classical baselines are present
     assert {name for name, _, _ in unimat.LEARNED_ROWS} <= names
     assert sum(r["protocol"] == "trees" for r in rows) == 2
+    assert sum("LatticeRefiner (oracle" in r["protocol"] for r in rows) == 1  # asked for with --oracle
     for r in rows:
         for metric in METRICS:
             assert math.isfinite(r[metric]), (r["row"], r["protocol"], metric)
