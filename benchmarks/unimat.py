@@ -34,8 +34,8 @@ Rows of the table, each with the protocol that produced it:
     three most probable crystal systems against their refinements and gives the row's crystal
     system too. With ``--oracle``, a second row refines under the true system (the lattice's
     share of the error that is the classification's; its crystal-system columns are the
-    network's): a diagnostic, off by default since it took 10 of the default run's minutes
-    once every row is also indexed from its peaks alone. ``--no-refine`` skips both.
+    network's): a diagnostic, off by default since it took 8 of the default run's 72 minutes
+    (commit 45de5c0, under load) once every row is also indexed from its peaks alone. ``--no-refine`` skips both.
 ``trees``
     The classical baseline: Magpie features (and, in a second row, the first principal
     components of the XRD pattern) with ``HistGradientBoostingRegressor`` per target and
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--no-refine", dest="refine", action="store_false",
                        help="skip the XRD + composition rows refined against the patterns (LatticeRefiner)")
     train.add_argument("--oracle", action="store_true",
-                       help="also refine under the true crystal system (a diagnostic row; ~10 min more)")
+                       help="also refine under the true crystal system (a diagnostic row; ~8 min more)")
     train.add_argument("--refine-jobs", type=int, default=2, help="processes refining the test rows")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("unimat_results"), help="directory for JSON, Markdown, PNGs")
