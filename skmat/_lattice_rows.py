@@ -116,8 +116,14 @@ class RowRefinement:
         # a system that does not converge scores its log probability alone, so none can beat
         # the most probable one's (the floor)
         best, best_score, reasons = None, floor, {}
+
+        def can_win(score):
+            # the floor itself suffices while nothing is chosen (zero weights refine the most
+            # probable system); after that, only a higher score
+            return score > best_score or (best is None and score == best_score)
+
         for candidate in sorted(candidates, key=bound, reverse=True):
-            if bound(candidate) < best_score or (best is not None and bound(candidate) == best_score):
+            if not can_win(bound(candidate)):
                 break
             system, log_p = candidate
             result = self.refine_entry(peaks, system, scaled, composition)
@@ -126,7 +132,7 @@ class RowRefinement:
                 continue
             merit = result[0].figure_of_merit
             score = log_p + evidence(system, merit)
-            if score > best_score or (best is None and score == best_score):
+            if can_win(score):
                 best, best_score = (result[1], system), score
             elif best is None:
                 # the predictor's lattice beats a cell that indexes the peaks this poorly: over

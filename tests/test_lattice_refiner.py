@@ -42,6 +42,14 @@ def fitted(mp20):
 
 
 @pytest.fixture(scope="module")
+def settings(fitted):
+    """LatticeRefiner's defaults as the keyword arguments of ``RowRefinement``, which refines
+    one row (its weights left at their defaults)."""
+    return dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
+                search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
+
+
+@pytest.fixture(scope="module")
 def small_rows(mp20):
     """40 rows of at most 8 atoms (the refinement's cost grows with the peaks)."""
     frame, lattice, systems = mp20
@@ -208,7 +216,7 @@ def test_crystal_system_weighs_the_classifier_against_the_refinements(mp20, smal
             clone(refiner).set_params(**{name: -1}).fit(frame)
 
 
-def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted, mp20):
+def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted, mp20, settings):
     """A tetragonal and an orthorhombic MP-20 row, each offered as 60 % orthorhombic and
     30 % tetragonal: the tetragonal cell indexes the first (its metric is also
     orthorhombic, so both converge) and wins; it cannot index the second, whose system
@@ -219,8 +227,6 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
     frame, lattice, systems = mp20
     bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
     offered = [("orthorhombic", np.log(0.6)), ("tetragonal", np.log(0.3))]
-    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
-                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
     checked = 0
     for system in ("tetragonal", "orthorhombic"):
         for row in np.flatnonzero(systems == system)[:3]:
@@ -241,7 +247,7 @@ def test_higher_symmetry_that_indexes_wins_over_a_more_probable_lower_one(fitted
     assert checked >= 3
 
 
-def test_a_cell_that_indexes_the_peaks_better_wins_over_a_higher_symmetry_that_merely_converges(fitted, data_home):
+def test_a_cell_that_indexes_the_peaks_better_wins_over_a_higher_symmetry_that_merely_converges(fitted, data_home, settings):
     """mp-1227387 (MP-20 val) is monoclinic; an orthorhombic cell also converges on its peaks,
     but with de Wolff's M near 2 against the monoclinic cell's tens. Offered as 60 %
     orthorhombic and 30 % monoclinic, the figure of merit gives the monoclinic cell, exact;
@@ -256,8 +262,6 @@ def test_a_cell_that_indexes_the_peaks_better_wins_over_a_higher_symmetry_that_m
     truth = np.array(structure.lattice.abc) / len(structure) ** (1 / 3)
     frame = pd.DataFrame({"structure": [structure], "composition": [structure.composition]})
     peaks = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()._patterns(frame, [0])[0]
-    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
-                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
     offered = [("orthorhombic", np.log(0.6)), ("monoclinic", np.log(0.3))]
     start = truth * 1.05
     merits = {system: RowRefinement(**settings).refine_entry(peaks, system, start, structure.composition)[0]
@@ -375,7 +379,7 @@ def test_cells_without_whole_formula_units_lose_to_those_with(fitted, mp20):
     assert exact.sum() >= 21, np.abs(refined - lattice[rows]).max(axis=1)
 
 
-def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
+def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20, settings):
     """The first 8 orthorhombic and tetragonal rows of at most 8 atoms, with a starting
     lattice whose c is 40 % short: where no start near it refines, the ab initio trial cells
     give the true cell (2 rows when measured) or nothing, never a wrong one."""
@@ -383,8 +387,6 @@ def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
 
     frame, lattice, systems = mp20
     bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
-    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
-                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
     rows = [i for i, s in enumerate(frame["structure"]) if len(s) <= 8 and systems[i] in ("orthorhombic", "tetragonal")]
     found_alone = 0
     for row in rows[:8]:
@@ -400,7 +402,7 @@ def test_a_start_far_off_is_indexed_from_the_peaks_alone(fitted, mp20):
     assert found_alone >= 2, found_alone
 
 
-def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20):
+def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20, settings):
     """The rows of at most 6 atoms (tetragonal to hexagonal; 23 s here under load), each
     started from the random forest's estimate: where the starts alone refine to a wrong
     cell, the trial cells indexed from the peaks alone give the true one for some rows, and
@@ -409,8 +411,6 @@ def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20):
 
     frame, lattice, systems = mp20
     bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
-    settings = dict(element_volumes=fitted.element_volumes_, refine_zero_shift=None, min_peaks_per_parameter=3.0,
-                    search_range=0.15, fallback_search_range=0.3, atoms_from="composition+lattice")
     rows = [i for i, s in enumerate(frame["structure"])
             if len(s) <= 6 and systems[i] in ("tetragonal", "orthorhombic", "trigonal", "hexagonal")]
     estimates = fitted.predictor_.predict(frame.iloc[rows])
