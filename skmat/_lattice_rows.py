@@ -9,6 +9,7 @@ Niggli cell by its number of atoms.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from itertools import product
@@ -48,6 +49,10 @@ _VOLUME_SLACK = 0.2
 #: system's refinement be skipped once it cannot win.
 _MERIT_CAP = 100.0
 
+#: Relative search range of a system refined again from another system's refined lattice (see
+#: ``RowRefinement.__call__``): that lattice is the crystal's, not a network's guess.
+_RESEED_SEARCH_RANGE = 0.04
+
 #: Largest |log| ratio of an ab initio cell's scaled lengths to the predictor's (sorted).
 _AB_INITIO_REACH = 0.5
 
@@ -76,6 +81,7 @@ class RowRefinement:
     symmetry_weight: float = 2.0
     merit_weight: float = 1.5
     ab_initio: bool = True
+    reseed: bool = True
 
     def __call__(
         self, peaks, candidates: list[tuple[str, float]], scaled: np.ndarray, composition
@@ -93,7 +99,9 @@ class RowRefinement:
         cell's many lines lower its M: the crystallographer's criterion). A system wins only
         by scoring above the most probable one's log probability, so a refinement that indexes
         the peaks too poorly keeps the predictor's lattice. Systems are refined best bound
-        first, and only while their bound can still win. A measured row (*peaks*' third item)
+        first, and only while their bound can still win; one that did not converge from the
+        predictor's lattice is refined again from the chosen system's (*reseed*), where its bound
+        can still win. A measured row (*peaks*' third item)
         considers its most probable system only, and a single candidate is refined wherever it
         converges: there is nothing to weigh it against.
         """
@@ -122,6 +130,7 @@ class RowRefinement:
             # probable system); after that, only a higher score
             return score > best_score or (best is None and score == best_score)
 
+        failed = []
         for candidate in sorted(candidates, key=bound, reverse=True):
             if not can_win(bound(candidate)):
                 break
@@ -129,6 +138,7 @@ class RowRefinement:
             result = self.refine_entry(peaks, system, scaled, composition)
             if isinstance(result, str):
                 reasons[system] = result
+                failed.append(candidate)
                 continue
             merit = result[0].figure_of_merit
             score = log_p + evidence(system, merit)
@@ -139,6 +149,23 @@ class RowRefinement:
                 # 600 held-out rows of two seeds, keeping these ~10 rows a seed took 0.0927 ->
                 # 0.0922 A and 0.1062 -> 0.1040 A
                 reasons[system] = f"the refined cell's figure of merit (M = {merit:.1f}) is too low to count"
+        if best is not None and self.reseed:
+            # the chosen system's refined lattice is the crystal's, where the predictor's may be
+            # too far off for a higher-symmetry system to converge (a C-centred orthorhombic
+            # crystal the classifier names right, refined only as monoclinic). Over the 1,809
+            # held-out MP-20 rows of the shipped classifier: 88.4 -> 89.1 % right systems for
+            # 0.03 s a row (the full search_range and its fallback: 89.2 % for 0.16 s)
+            narrow = dataclasses.replace(self, search_range=_RESEED_SEARCH_RANGE, fallback_search_range=None,
+                                         ab_initio=False)
+            for system, log_p in failed:
+                if not can_win(bound((system, log_p))):
+                    continue
+                result = narrow.refine_entry(peaks, system, best[0], composition)
+                if isinstance(result, str):
+                    continue
+                score = log_p + evidence(system, result[0].figure_of_merit)
+                if can_win(score):
+                    best, best_score = (result[1], system), score
         if best is not None:
             return best[0], best[1], None
         reason = reasons.get(most_probable) or next(iter(reasons.values()), "the refinement did not converge")

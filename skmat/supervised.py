@@ -561,7 +561,12 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         chosen on seed 0) from 85.0 to 88.3 % (seed 0) and 81.7 to 86.3 % (seed 1), and the
         merit term (its weights chosen on the first 600 rows of both seeds) took those 600
         rows from 89.0 to 92.2 % and 85.8 to 88.0 %, for about 25 % more time (see
-        ``docs/results.md`` for the other rows). Measured rows (see *refine_zero_shift*)
+        ``docs/results.md`` for the other rows). A system that does not converge from the
+        predictor's lattice is refined again, in a narrow search, from the chosen system's
+        refined lattice while it can still win: the predictor's lattice may be too far off
+        for the right system, and a lower one converges instead (e.g. monoclinic for a
+        C-centred orthorhombic crystal): over the 1,809 held-out MP-20 rows of the shipped
+        classifier, 88.4 to 89.1 % for 0.03 s a row. Measured rows (see *refine_zero_shift*)
         consider their most probable system only: a short peak list is indexed by wrong
         higher-symmetry cells as well (on 300 measurement-like held-out patterns the weighing
         cost 5 right systems of 220). A single system (*n_systems* = 1, or :meth:`refine`) is
