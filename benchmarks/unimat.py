@@ -34,7 +34,7 @@ Rows of the table, each with the protocol that produced it:
     three most probable crystal systems against their refinements and gives the row's crystal
     system too. With ``--oracle``, a second row refines under the true system (the lattice's
     share of the error that is the classification's; its crystal-system columns are the
-    network's): a diagnostic, off by default since it took 8 of the default run's 72 minutes
+    network's): a diagnostic, off by default since it took 8 minutes of a 72-minute default run
     (commit 45de5c0, under load) once every row is also indexed from its peaks alone. ``--no-refine`` skips both.
 ``trees``
     The classical baseline: Magpie features (and, in a second row, the first principal
@@ -47,7 +47,7 @@ per row) and ``confusion.png`` (crystal-system confusion matrices).
 
 Usage::
 
-    python benchmarks/unimat.py --out results/unimat              # default (~1 h on 2 cores)
+    python benchmarks/unimat.py --out results/unimat              # default (46 min on 2 idle cores)
     python benchmarks/unimat.py --quick --out /tmp/unimat_quick    # ~5 min smoke run
     python benchmarks/unimat.py --test held_out_mp20_test.csv --out results/unimat_test
 """
