@@ -610,8 +610,9 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) 
     card["held_out_refined"] = {
         "mp20": out,
         "note": f"skmat.pretrained.load_refiner('{folder.name}') on {len(heldout)} held-out MP-20 rows "
-                f"({'all' if n_rows is None else 'a seeded subsample of'} the card's held-out rows): the classifier's lattice refined against "
-                "each pattern (skmat.supervised.LatticeRefiner: the classifier's 3 most probable crystal "
+                f"({'all' if n_rows is None else 'a seeded subsample of'} the card's held-out rows): the "
+                "classifier's lattice refined against each pattern (skmat.supervised.LatticeRefiner: the "
+                "classifier's 3 most probable crystal "
                 "systems weighed against their refinements; rows_right_system is the classifier's, "
                 "rows_right_system_refiner the refiner's crystal_systems_; seconds_per_row is wall time with 2 "
                 "processes)",

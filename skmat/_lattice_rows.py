@@ -81,6 +81,7 @@ class RowRefinement:
     symmetry_weight: float = 2.0
     merit_weight: float = 1.5
     ab_initio: bool = True
+    # not a LatticeRefiner parameter: the switch its measurement (RowRefinement.__call__) was made with
     reseed: bool = True
 
     def __call__(
