@@ -391,7 +391,10 @@ def test_identify_several_patterns_in_one_call(rocksalt_pattern, rruff_pattern):
     answers = identify([(grid, cu), (two_theta, intensity)], composition=["NaCl", None], top=2)
     assert [a.used_composition for a in answers] == ["NaCl", None]
     single = identify([(two_theta, intensity)], top=2)[0]
-    assert answers[1].probabilities == single.probabilities
+    # the same network on a batch of two and of one: equal up to float rounding, which can move
+    # the fourth decimal the answers are rounded to (seen once in CI: 0.3391 against 0.3392)
+    assert answers[1].probabilities == pytest.approx(single.probabilities, abs=1.5e-4)
+    assert answers[1].crystal_system == single.crystal_system
 
 
 # -- the command line --------------------------------------------------------------------------------
