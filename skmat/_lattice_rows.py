@@ -150,7 +150,7 @@ class RowRefinement:
                 # 600 held-out rows of two seeds, keeping these ~10 rows a seed took 0.0927 ->
                 # 0.0922 A and 0.1062 -> 0.1040 A
                 reasons[system] = f"the refined cell's figure of merit (M = {merit:.1f}) is too low to count"
-        if best is not None and self.reseed:
+        if best is not None and self.reseed and failed:
             # the chosen system's refined lattice is the crystal's, where the predictor's may be
             # too far off for a higher-symmetry system to converge (a C-centred orthorhombic
             # crystal the classifier names right, refined only as monoclinic). Over the 1,809

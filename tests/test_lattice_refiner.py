@@ -275,8 +275,7 @@ def test_a_cell_that_indexes_the_peaks_better_wins_over_a_higher_symmetry_that_m
     assert by_symmetry == "orthorhombic"
 
 
-def test_a_system_that_fails_from_the_predictors_lattice_is_refined_again_from_the_chosen_ones(fitted, data_home,
-                                                                                               settings):
+def test_a_system_that_fails_from_the_predictors_lattice_is_refined_again_from_the_chosen_ones(data_home, settings):
     """mp-1103503 (MP-20 val) is orthorhombic. From the shipped classifier's lattice (its
     lengths 4-12 % off) the orthorhombic refinement does not converge, the monoclinic one
     does, and wins; refined again from the monoclinic cell's lattice, the orthorhombic cell
