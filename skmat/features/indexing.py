@@ -452,11 +452,21 @@ def _hkl_box(max_index: np.ndarray) -> np.ndarray:
 
 def _lines(system: str, centring: str, q_max: float, largest_cell: np.ndarray) -> np.ndarray:
     """Distinct basis rows (n_lines, n_parameters) of the allowed reflections with Q <= q_max
-    for any cell whose lengths are at most *largest_cell*'s (h = g·a bounds the indices)."""
+    for any cell whose lengths are at most *largest_cell*'s (h = g·a bounds the indices).
+    Read-only: shared between calls."""
     max_index = np.floor(np.sqrt(q_max) * largest_cell[:3]).astype(int)
-    hkl = _hkl_box(max_index)
+    return _lines_of_box(system, centring, tuple(int(i) for i in max_index))
+
+
+@functools.lru_cache(maxsize=64)
+def _lines_of_box(system: str, centring: str, max_index: tuple[int, int, int]) -> np.ndarray:
+    # a row's refinement asks for the same few boxes dozens of times (its starts, centrings and
+    # trial cells), and np.unique over the box was a tenth of the refinement's time (profiled)
+    hkl = _hkl_box(np.asarray(max_index))
     hkl = hkl[_allowed(hkl, centring)]
-    return np.unique(_basis(hkl, system), axis=0)
+    lines = np.unique(_basis(hkl, system), axis=0)
+    lines.flags.writeable = False
+    return lines
 
 
 def _nearest(q_calc: np.ndarray, q_obs: np.ndarray) -> np.ndarray:
@@ -580,12 +590,14 @@ def _search_starts(
 
 
 def _score_rows(
-    parameters: np.ndarray, lines: np.ndarray, q_obs: np.ndarray, rows: np.ndarray, tolerance: float
+    cells: np.ndarray, system: str, lines: np.ndarray, q_obs: np.ndarray, rows: np.ndarray, tolerance: float
 ) -> np.ndarray:
-    """:func:`_score_matches` of the cells ``parameters[rows]``, in chunks that stay in cache."""
+    """:func:`_score_matches` of the cells ``cells[rows]`` (m, 6) of *system*, in chunks that stay
+    in cache. The free parameters are computed for the rows scored only: a coarse-to-fine search
+    scores a fraction of its grid."""
     return np.concatenate([
-        _score_matches(chunk @ lines.T, q_obs, tolerance=tolerance)
-        for chunk in np.array_split(parameters[rows], max(1, len(rows) // 4096))
+        _score_matches(_parameters_of_cells(cells[chunk], system) @ lines.T, q_obs, tolerance=tolerance)
+        for chunk in np.array_split(rows, max(1, len(rows) // 4096))
     ])
 
 
@@ -787,7 +799,6 @@ def refine_cell(
         if search_range > 0 else (cell[None], np.zeros((1, 0), dtype=int))
     )
     largest = starts[:, :3].max(axis=0) * (1 + 2 * search_step)
-    start_parameters = _parameters_of_cells(starts, crystal_system)
     n_low = min(len(peaks), max(8, 2 * n_par + 2))
     # squared grid steps from the initial cell, the grid's centre
     distance = np.sum((position - position.max(axis=0, initial=0) / 2) ** 2, axis=1)
@@ -798,24 +809,23 @@ def refine_cell(
         lines = _lines(crystal_system, centring, q_max, largest)
         if len(lines) < _N_PARAMETERS[crystal_system]:
             continue
-        parameters = start_parameters
-        if len(parameters) > n_candidates:
+        best = np.arange(len(starts))
+        if len(starts) > n_candidates:
             q_low = q_peaks[:n_low]
             # only lines that can fall near the lowest peaks matter to the score: far fewer rows
             lines_low = _lines(crystal_system, centring, q_low[-1] * 1.1, largest)
             if len(lines_low) == 0:
                 continue
-            score = functools.partial(_score_rows, start_parameters, lines_low, q_low)
+            score = functools.partial(_score_rows, starts, crystal_system, lines_low, q_low)
             # not triclinic: its grid is already coarse (lengths at twice the step, three angles)
-            if len(parameters) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic":
+            if len(starts) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic":
                 n_lengths = len(_SEARCH_LENGTHS[crystal_system])
                 best = _coarse_to_fine(
                     position, n_lengths, score, distance, search_step, n_candidates, 8 * n_candidates
                 )
             else:
-                every = np.arange(len(parameters))
-                best = _best_rows(every, score(every, search_step), distance, n_candidates)
-            parameters = parameters[best]
+                best = _best_rows(best, score(best, search_step), distance, n_candidates)
+        parameters = _parameters_of_cells(starts[best], crystal_system)
         parameters, zero = _refine_candidates(
             parameters, crystal_system, lines, peaks, wavelength, n_low, refine_zero_shift, tolerance, max_iter
         )
