@@ -25,10 +25,10 @@ from skmat.features.indexing import (
     CRYSTAL_SYSTEMS,
     _cell_volume,
     _direct_metric,
+    _refine_cells,
     _trial_cells,
     atoms_in_cell,
     primitive_niggli,
-    refine_cell,
     volume_per_atom,
 )
 
@@ -224,14 +224,17 @@ class RowRefinement:
             ranges.append(self.fallback_search_range)
         converged, reason = [], "the refinement did not converge"
         for search_range in ranges:  # the wider search only where the first finds nothing
-            for start, centring in starts:
-                try:
-                    fit = refine_cell(positions, system, start, wavelength=wavelength, refine_zero_shift=zero,
-                                      centrings=centring, search_range=search_range)
-                except InvalidInputError as exc:
-                    reason = exc.reason
-                    continue
-                if fit.converged:
+            try:
+                fits = _refine_cells(positions, system, [start for start, _ in starts],
+                                     [(centring,) for _, centring in starts], wavelength=wavelength,
+                                     refine_zero_shift=zero, search_range=search_range)
+            except InvalidInputError as exc:  # the peaks, for every start
+                reason = exc.reason
+                continue
+            for fit in fits:
+                if isinstance(fit, InvalidInputError):
+                    reason = fit.reason
+                elif fit.converged:
                     converged.append(fit)
             if converged:
                 break
@@ -274,11 +277,14 @@ class RowRefinement:
         indexed all 16 peaks with a higher figure of merit than any other start's cell)."""
         while True:
             fit = entry[0]
+            halved = []
             for axes in _HALVED_AXES.get(system, ((0,), (1,), (2,))):
                 cell = np.array(fit.cell, dtype=float)
                 cell[list(axes)] /= 2
-                smaller = self.plausible_refit(positions, system, cell, fit.centring, wavelength, zero, composition,
-                                               scaled)
+                halved.append(cell)
+            # refined together (one batch), taken in order: the first that qualifies wins
+            for smaller in self.plausible_refits(positions, system, halved, (fit.centring,), wavelength, zero,
+                                                 composition, scaled):
                 if smaller is None or smaller[0].fraction_indexed < fit.fraction_indexed - 1e-9:
                     continue
                 # a refinement that grew back to the cell it started from would loop for ever
@@ -289,22 +295,26 @@ class RowRefinement:
             else:
                 return entry
 
-    def plausible_refit(self, positions, system: str, cell: np.ndarray, centrings, wavelength: float, zero: bool,
-                        composition, scaled: np.ndarray) -> tuple | None:
-        """``(fit, scaled lattice, volume misfit)`` of *cell* refined in place (no search), or
-        None where it does not converge or its volume holds no whole number of formula units
-        (``_VOLUME_SLACK``)."""
+    def plausible_refits(self, positions, system: str, cells: list, centrings: tuple[str, ...], wavelength: float,
+                         zero: bool, composition, scaled: np.ndarray) -> list[tuple | None]:
+        """For each of *cells*: ``(fit, scaled lattice, volume misfit)`` of the cell refined in
+        place (no search), or None where it does not converge or its volume holds no whole number
+        of formula units (``_VOLUME_SLACK``)."""
+        if not cells:
+            return []
         try:
-            fit = refine_cell(positions, system, cell, wavelength=wavelength, refine_zero_shift=zero,
-                              centrings=centrings, search_range=0)
+            fits = _refine_cells(positions, system, cells, [centrings] * len(cells), wavelength=wavelength,
+                                 refine_zero_shift=zero, search_range=0)
         except InvalidInputError:
-            return None
-        if not fit.converged:
-            return None
-        lattice = self.scaled_lattice(fit, composition, scaled)
-        if isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK:
-            return None
-        return (fit, *lattice)
+            return [None] * len(cells)
+        out = []
+        for fit in fits:
+            lattice = None
+            if not isinstance(fit, InvalidInputError) and fit.converged:
+                lattice = self.scaled_lattice(fit, composition, scaled)
+            out.append(None if lattice is None or isinstance(lattice, str) or lattice[1] > _VOLUME_SLACK
+                       else (fit, *lattice))
+        return out
 
     def ab_initio_fits(self, positions, system: str, wavelength: float, zero: bool, scaled: np.ndarray,
                        composition) -> list:
@@ -326,8 +336,9 @@ class RowRefinement:
             # c >> a)
             per_unit = np.cbrt(composition.element_composition.get_reduced_composition_and_factor()[0].num_atoms)
             longest = float(np.exp(_AB_INITIO_REACH) * 2 ** (2 / 3) * predicted[-1] * per_unit)
-        for cell in _trial_cells(positions, system, wavelength, formula_volume, max_axis_per_unit=longest):
-            refit = self.plausible_refit(positions, system, cell, None, wavelength, zero, composition, scaled)
+        cells = list(_trial_cells(positions, system, wavelength, formula_volume, max_axis_per_unit=longest))
+        for refit in self.plausible_refits(positions, system, cells, CENTRINGS[system], wavelength, zero, composition,
+                                           scaled):
             if refit is not None and np.max(np.abs(np.log(np.sort(refit[1]) / predicted))) <= _AB_INITIO_REACH:
                 fits.append(refit[0])
         return fits

@@ -464,9 +464,28 @@ def _lines_of_box(system: str, centring: str, max_index: tuple[int, int, int]) -
     # trial cells), and np.unique over the box was a tenth of the refinement's time (profiled)
     hkl = _hkl_box(np.asarray(max_index))
     hkl = hkl[_allowed(hkl, centring)]
-    lines = np.unique(_basis(hkl, system), axis=0)
+    lines = _unique_rows(_basis(hkl, system))
     lines.flags.writeable = False
     return lines
+
+
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """``np.unique(rows, axis=0)`` of whole-numbered rows, the same rows in the same
+    (lexicographic) order, through one integer key per row: the row-wise unique sorts a
+    structured view, ~10x slower, and the boxes of a row's refinement differ too often for a
+    cache to hide it (profiled)."""
+    if len(rows) == 0:
+        return np.unique(rows, axis=0)
+    values = rows.astype(np.int64)
+    low = values.min(axis=0)
+    radix = values.max(axis=0) - low + 1
+    if np.sum(np.log2(radix.astype(float))) > 62:  # the key would overflow: the slow path
+        return np.unique(rows, axis=0)
+    key = np.zeros(len(values), dtype=np.int64)
+    for column in range(values.shape[1]):  # the first column most significant: lexicographic
+        key = key * radix[column] + (values[:, column] - low[column])
+    _, first = np.unique(key, return_index=True)
+    return rows[first]
 
 
 def _nearest(q_calc: np.ndarray, q_obs: np.ndarray) -> np.ndarray:
@@ -544,6 +563,12 @@ def _solve(
     theta = np.radians(t) / 2
     dq = (4 / wavelength**2) * np.sin(theta) * np.cos(theta) * (np.pi / 180)
     q_calc = parameters @ lines.T
+    # lines above twice the highest peak used are never the nearest to a peak while a row has
+    # a line below that: sorting without them (most lines in the first rounds, which use the
+    # lowest peaks only) assigns the same lines, faster
+    near = q_calc.min(axis=0) <= 2 * q_obs.max()
+    if not near.all() and (q_calc[:, near] <= 2 * q_obs.max(axis=1, keepdims=True)).any(axis=1).all():
+        lines, q_calc = lines[near], q_calc[:, near]
     assigned = _nearest(q_calc, q_obs)
     design = lines[assigned]  # (m, n_use, n_par)
     q_model = np.einsum("mip,mp->mi", design, parameters)
@@ -595,10 +620,28 @@ def _score_rows(
     """:func:`_score_matches` of the cells ``cells[rows]`` (m, 6) of *system*, in chunks that stay
     in cache. The free parameters are computed for the rows scored only: a coarse-to-fine search
     scores a fraction of its grid."""
-    return np.concatenate([
-        _score_matches(_parameters_of_cells(cells[chunk], system) @ lines.T, q_obs, tolerance=tolerance)
-        for chunk in np.array_split(rows, max(1, len(rows) // 4096))
-    ])
+    low, resolution, n_centres = _score_range(q_obs, tolerance)
+    # above this Q a line falls in the score table's empty top bin: it scores nothing
+    q_cut = math.exp(low + resolution * n_centres) * (1 + 1e-9)
+    scores = []
+    for chunk in np.array_split(rows, max(1, len(rows) // 4096)):
+        parameters = _parameters_of_cells(cells[chunk], system)
+        # a lower bound of each line's Q over the chunk's cells (each basis term times the
+        # parameter's least or greatest value there, by the term's sign): lines above the cut
+        # score nothing in any cell of the chunk, and dropping them (the corners of the box of
+        # Miller indices, and more for the fine grids) leaves the scores as they were
+        least = np.maximum(lines, 0) @ parameters.min(axis=0) + np.minimum(lines, 0) @ parameters.max(axis=0)
+        chunk_lines = lines[least <= q_cut]
+        scores.append(_score_matches(parameters @ chunk_lines.T, q_obs, tolerance=tolerance))
+    return np.concatenate(scores)
+
+
+def _score_range(q_obs: np.ndarray, tolerance: float) -> tuple[float, float, int]:
+    """The log-Q table of :func:`_score_matches`: its lowest centre, its step and its size."""
+    log_obs = np.log(q_obs)
+    resolution = tolerance / 8
+    low, high = log_obs[0] - 4 * tolerance, log_obs[-1] + 4 * tolerance
+    return low, resolution, int(math.ceil((high - low) / resolution)) + 1
 
 
 def _best_rows(rows: np.ndarray, scores: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
@@ -649,9 +692,7 @@ def _score_matches(q_calc: np.ndarray, q_obs: np.ndarray, tolerance: float) -> n
     candidate is then one table look-up, and each peak keeps the best match among its lines.
     """
     log_obs = np.log(q_obs)
-    resolution = tolerance / 8
-    low, high = log_obs[0] - 4 * tolerance, log_obs[-1] + 4 * tolerance
-    n_centres = int(math.ceil((high - low) / resolution)) + 1
+    low, resolution, n_centres = _score_range(q_obs, tolerance)
     centres = low + resolution * np.arange(n_centres)
     distance = np.abs(centres[:, None] - log_obs[None, :])
     nearest = distance.argmin(axis=1)
@@ -765,6 +806,50 @@ def refine_cell(
     >>> round(float(result.cell[0]), 4), result.centring, result.converged
     (5.64, 'F', True)
     """
+    if centrings is None:
+        centrings = CENTRINGS.get(crystal_system, ())
+    elif isinstance(centrings, str):
+        centrings = (centrings,)
+    outcome = _refine_cells(
+        two_theta, crystal_system, [initial_cell], [tuple(centrings)], wavelength=wavelength,
+        refine_zero_shift=refine_zero_shift, search_range=search_range, search_step=search_step,
+        angle_range=angle_range, angle_step=angle_step, n_candidates=n_candidates, tolerance=tolerance,
+        min_fraction=min_fraction, max_iter=max_iter,
+    )[0]
+    if isinstance(outcome, InvalidInputError):
+        raise outcome
+    return outcome
+
+
+def _refine_cells(
+    two_theta: Any,
+    crystal_system: str,
+    initial_cells: list,
+    centrings_of_cells: list[tuple[str, ...]],
+    *,
+    wavelength: str | float = "CuKa",
+    refine_zero_shift: bool = False,
+    search_range: float = 0.15,
+    search_step: float = 0.02,
+    angle_range: float = 4.0,
+    angle_step: float = 2.0,
+    n_candidates: int = 4,
+    tolerance: float = 0.05,
+    min_fraction: float = 0.9,
+    max_iter: int = 30,
+) -> list[IndexingResult | InvalidInputError]:
+    """:func:`refine_cell` of several initial cells against the same peaks, with each cell's
+    own centrings: an :class:`IndexingResult` per cell, or the :class:`InvalidInputError` that
+    cell raises (an invalid cell, no reflection below the last peak). Errors of the peaks or
+    the system, common to every cell, are raised.
+
+    Each cell is searched on its own grid, but the candidates of every cell with the same
+    centring are refined in one batch: a row's refinement starts from a dozen cells and tries
+    a few trial cells, and one assignment/solve step per cell was most of its time in Python
+    overhead (profiled). The batch takes the reflections of the largest cell's index box; the
+    extra lines lie above the last peak for the smaller cells, so they change an assignment
+    only at the top of the pattern.
+    """
     if crystal_system not in CRYSTAL_SYSTEMS:
         raise InvalidInputError(f"unknown crystal system {crystal_system!r}; known: {CRYSTAL_SYSTEMS}")
     wavelength = resolve_wavelength(wavelength)
@@ -779,62 +864,89 @@ def refine_cell(
             f"{len(peaks)} peaks cannot fix a {crystal_system} cell ({n_par} free parameters need at least "
             f"{n_par + 1} peaks)", view="xrd",
         )
-    if centrings is None:
-        centrings = CENTRINGS[crystal_system]
-    elif isinstance(centrings, str):
-        centrings = (centrings,)
-    for centring in centrings:
-        if centring not in CENTRINGS[crystal_system]:
-            raise InvalidInputError(
-                f"centring {centring!r} is not one of the {crystal_system} centrings {CENTRINGS[crystal_system]}"
-            )
+    for centrings in centrings_of_cells:
+        for centring in centrings:
+            if centring not in CENTRINGS[crystal_system]:
+                raise InvalidInputError(
+                    f"centring {centring!r} is not one of the {crystal_system} centrings {CENTRINGS[crystal_system]}"
+                )
     if not (isinstance(search_range, Real) and 0 <= search_range < 0.5):
         raise ValueError(f"search_range must be in [0, 0.5), got {search_range!r}")
-    cell = _check_cell(initial_cell, crystal_system)
 
     q_peaks = _q_of_two_theta(peaks, wavelength)
     q_max = q_peaks[-1] * 1.05 + 1e-9
-    starts, position = (
-        _search_starts(cell, crystal_system, search_range, search_step, angle_range, angle_step)
-        if search_range > 0 else (cell[None], np.zeros((1, 0), dtype=int))
-    )
-    largest = starts[:, :3].max(axis=0) * (1 + 2 * search_step)
     n_low = min(len(peaks), max(8, 2 * n_par + 2))
-    # squared grid steps from the initial cell, the grid's centre
-    distance = np.sum((position - position.max(axis=0, initial=0) / 2) ** 2, axis=1)
-    found = []  # (fraction, misfit, merit, centring, parameters, zero) of every refined candidate
-    for centring in centrings:
-        # a centred lattice has fewer lines: searching with its own lines keeps a larger
-        # primitive cell, which indexes the same peaks with more lines, from winning
-        lines = _lines(crystal_system, centring, q_max, largest)
-        if len(lines) < _N_PARAMETERS[crystal_system]:
+    outcomes: list = [None] * len(initial_cells)
+    # per centring: (cell index, candidate parameters, the largest cell of the cell's grid)
+    batches: dict[str, list] = {}
+    for index, (initial_cell, centrings) in enumerate(zip(initial_cells, centrings_of_cells, strict=True)):
+        try:
+            cell = _check_cell(initial_cell, crystal_system)
+        except InvalidInputError as exc:
+            outcomes[index] = exc
             continue
-        best = np.arange(len(starts))
-        if len(starts) > n_candidates:
-            q_low = q_peaks[:n_low]
-            # only lines that can fall near the lowest peaks matter to the score: far fewer rows
-            lines_low = _lines(crystal_system, centring, q_low[-1] * 1.1, largest)
-            if len(lines_low) == 0:
+        starts, position = (
+            _search_starts(cell, crystal_system, search_range, search_step, angle_range, angle_step)
+            if search_range > 0 else (cell[None], np.zeros((1, 0), dtype=int))
+        )
+        largest = starts[:, :3].max(axis=0) * (1 + 2 * search_step)
+        # squared grid steps from the initial cell, the grid's centre
+        distance = np.sum((position - position.max(axis=0, initial=0) / 2) ** 2, axis=1)
+        for centring in centrings:
+            # a centred lattice has fewer lines: searching with its own lines keeps a larger
+            # primitive cell, which indexes the same peaks with more lines, from winning
+            if len(_lines(crystal_system, centring, q_max, largest)) < _N_PARAMETERS[crystal_system]:
                 continue
-            score = functools.partial(_score_rows, starts, crystal_system, lines_low, q_low)
-            # not triclinic: its grid is already coarse (lengths at twice the step, three angles)
-            if len(starts) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic":
-                n_lengths = len(_SEARCH_LENGTHS[crystal_system])
-                best = _coarse_to_fine(
-                    position, n_lengths, score, distance, search_step, n_candidates, 8 * n_candidates
-                )
-            else:
-                best = _best_rows(best, score(best, search_step), distance, n_candidates)
-        parameters = _parameters_of_cells(starts[best], crystal_system)
+            best = np.arange(len(starts))
+            if len(starts) > n_candidates:
+                q_low = q_peaks[:n_low]
+                # only lines that can fall near the lowest peaks matter to the score: far fewer rows
+                lines_low = _lines(crystal_system, centring, q_low[-1] * 1.1, largest)
+                if len(lines_low) == 0:
+                    continue
+                score = functools.partial(_score_rows, starts, crystal_system, lines_low, q_low)
+                # not triclinic: its grid is already coarse (lengths at twice the step, three angles)
+                if len(starts) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic":
+                    n_lengths = len(_SEARCH_LENGTHS[crystal_system])
+                    best = _coarse_to_fine(
+                        position, n_lengths, score, distance, search_step, n_candidates, 8 * n_candidates
+                    )
+                else:
+                    best = _best_rows(best, score(best, search_step), distance, n_candidates)
+            batches.setdefault(centring, []).append(
+                (index, _parameters_of_cells(starts[best], crystal_system), largest)
+            )
+
+    # (fraction, misfit, merit, centring, parameters, zero) of every refined candidate, per cell
+    found: list[list] = [[] for _ in initial_cells]
+    for centring, batch in batches.items():
+        lines = _lines(crystal_system, centring, q_max, np.max([largest for _, _, largest in batch], axis=0))
         parameters, zero = _refine_candidates(
-            parameters, crystal_system, lines, peaks, wavelength, n_low, refine_zero_shift, tolerance, max_iter
+            np.concatenate([candidates for _, candidates, _ in batch]), crystal_system, lines, peaks, wavelength,
+            n_low, refine_zero_shift, tolerance, max_iter,
         )
         proper = _proper_cells(parameters, crystal_system)
-        for p, z in zip(parameters[proper], zero[proper], strict=True):
-            metrics = _evaluate(p[None], z, lines, peaks, wavelength, tolerance)
-            found.append((*metrics, centring, p, z))
+        first = 0
+        for index, candidates, largest in batch:
+            rows = slice(first, first + len(candidates))
+            first += len(candidates)
+            # each cell is judged by the lines of its own box, as refine_cell alone would
+            own_lines = _lines(crystal_system, centring, q_max, largest)
+            for p, z in zip(parameters[rows][proper[rows]], zero[rows][proper[rows]], strict=True):
+                metrics = _evaluate(p[None], z, own_lines, peaks, wavelength, tolerance)
+                found[index].append((*metrics, centring, p, z))
+    for index, candidates in enumerate(found):
+        if outcomes[index] is None:
+            outcomes[index] = _chosen(candidates, crystal_system, tolerance, min_fraction, len(peaks))
+    return outcomes
+
+
+def _chosen(found: list, crystal_system: str, tolerance: float, min_fraction: float,
+            n_peaks: int) -> IndexingResult | InvalidInputError:
+    """The refined candidate ``(fraction, misfit, merit, centring, parameters, zero)`` of one
+    initial cell that :func:`refine_cell` returns."""
     if not found:
-        raise InvalidInputError("the initial cell has no reflection below the last peak", view="xrd")
+        return InvalidInputError("the initial cell has no reflection below the last peak", view="xrd")
     # the candidates that index the most peaks; of those the one with the best de Wolff figure
     # of merit, which counts the calculated lines: it penalises needlessly large cells and
     # prefers the centred lattice when its systematic absences are borne out. No slack on the
@@ -843,8 +955,7 @@ def refine_cell(
     fraction, misfit, merit, centring, best_parameters, best_zero = max(
         (f for f in found if f[0] >= top_fraction - 1e-9), key=lambda f: f[2]
     )
-    best_parameters = best_parameters[None]
-    refined = _cells_of_metric(_metric_of_parameters(best_parameters, crystal_system))[0]
+    refined = _cells_of_metric(_metric_of_parameters(best_parameters[None], crystal_system))[0]
     refined = _symmetrise_angles(refined, crystal_system)
     return IndexingResult(
         cell=refined,
@@ -855,7 +966,7 @@ def refine_cell(
         fraction_indexed=float(fraction),
         figure_of_merit=float(merit),
         converged=bool(fraction >= min_fraction and misfit <= tolerance / 2),
-        n_peaks=len(peaks),
+        n_peaks=n_peaks,
     )
 
 
