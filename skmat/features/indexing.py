@@ -993,27 +993,34 @@ def _refine_candidates(
     max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Alternate assignment and least squares for every candidate (rows of *parameters*),
-    adding peaks from low to high angle, until the assignment is stable."""
-    m = len(parameters)
-    zero = np.zeros(m)
+    adding peaks from low to high angle, until each candidate's assignment is stable.
+
+    A candidate whose assignment is stable leaves the batch: a batch holds a row's candidates
+    from many starts (:func:`_refine_cells`), and a few wrong cells that never settle would
+    otherwise keep the settled ones in every round up to *max_iter*.
+    """
+    parameters = np.array(parameters, dtype=float)
+    zero = np.zeros(len(parameters))
+    scale = np.full(len(parameters), 4 * tolerance)
+    active = np.arange(len(parameters))  # the candidates still refined
     n_use = n_start
     previous = None
-    scale = np.full(m, 4 * tolerance)
     for _ in range(max_iter):
         new_parameters, new_zero, residual = _solve(
-            parameters, zero, lines, peaks, wavelength, n_use, refine_zero, scale
+            parameters[active], zero[active], lines, peaks, wavelength, n_use, refine_zero, scale[active]
         )
         bad = ~_proper_cells(new_parameters, system)
-        new_parameters[bad], new_zero[bad] = parameters[bad], zero[bad]
+        new_parameters[bad], new_zero[bad] = parameters[active][bad], zero[active][bad]
         state = np.round(np.abs(residual), 3)
-        parameters, zero = new_parameters, new_zero
+        parameters[active], zero[active] = new_parameters, new_zero
         # the Cauchy scale follows the typical residual down, so that merged (overlapped) peaks
         # and wrong assignments lose their pull once the cell is close
-        scale = np.clip(3 * np.median(np.abs(residual), axis=1), 0.2 * tolerance, 4 * tolerance)
-        if n_use == len(peaks) and previous is not None and previous.shape == state.shape and np.array_equal(
-            previous, state
-        ):
-            break
+        scale[active] = np.clip(3 * np.median(np.abs(residual), axis=1), 0.2 * tolerance, 4 * tolerance)
+        if n_use == len(peaks) and previous is not None and previous.shape == state.shape:
+            moving = np.any(previous != state, axis=1)
+            if not moving.any():
+                break
+            active, state = active[moving], state[moving]
         previous = state
         n_use = min(len(peaks), int(math.ceil(n_use * 1.5)))
     return parameters, zero
@@ -1089,6 +1096,15 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
     for start in range(0, len(cells), _TRIAL_CHUNK):
         chunk = order[start:start + _TRIAL_CHUNK]
         lines = _lines(system, "P", q_obs[-1] * 1.05, cells[chunk, :3].max(axis=0))
+        # a line above every peak by more than the tolerance in all the chunk's cells matches
+        # none, and is never nearer a peak than a line that matches it: the count is the same
+        # without such lines (bounded below as in _score_rows)
+        least = (np.maximum(lines, 0) @ parameters[chunk].min(axis=0)
+                 + np.minimum(lines, 0) @ parameters[chunk].max(axis=0))
+        lines = lines[least <= q_obs[-1] * math.exp(tolerance) * (1 + 1e-9)]
+        if len(lines) == 0:
+            matched[chunk] = 0
+            continue
         q_calc = parameters[chunk] @ lines.T
         scored = np.broadcast_to(q_obs, (len(chunk), len(q_obs)))
         # peaks within the tolerance of their nearest line (not _score_matches' binned score:
