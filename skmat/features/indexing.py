@@ -474,18 +474,23 @@ def _unique_rows(rows: np.ndarray) -> np.ndarray:
     (lexicographic) order, through one integer key per row: the row-wise unique sorts a
     structured view, ~10x slower, and the boxes of a row's refinement differ too often for a
     cache to hide it (profiled)."""
+    return rows[_first_of_unique_rows(rows)]
+
+
+def _first_of_unique_rows(rows: np.ndarray) -> np.ndarray:
+    """``np.unique(rows, axis=0, return_index=True)[1]`` of whole-numbered rows: the index of
+    each distinct row's first occurrence, in the rows' lexicographic order."""
     if len(rows) == 0:
-        return np.unique(rows, axis=0)
+        return np.unique(rows, axis=0, return_index=True)[1]
     values = rows.astype(np.int64)
     low = values.min(axis=0)
     radix = values.max(axis=0) - low + 1
     if np.sum(np.log2(radix.astype(float))) > 62:  # the key would overflow: the slow path
-        return np.unique(rows, axis=0)
+        return np.unique(rows, axis=0, return_index=True)[1]
     key = np.zeros(len(values), dtype=np.int64)
     for column in range(values.shape[1]):  # the first column most significant: lexicographic
         key = key * radix[column] + (values[:, column] - low[column])
-    _, first = np.unique(key, return_index=True)
-    return rows[first]
+    return np.unique(key, return_index=True)[1]  # a stable sort: first occurrences
 
 
 def _nearest(q_calc: np.ndarray, q_obs: np.ndarray) -> np.ndarray:
@@ -1164,7 +1169,7 @@ def _trial_cells(
     key = np.log(parameters)
     if system == "monoclinic":  # the hl term relative to its diagonal terms (it may be ~0)
         key = np.column_stack([key[:, :3], parameters[:, 3] / np.sqrt(parameters[:, 0] * parameters[:, 2])])
-    _, first = np.unique(np.round(key / 0.005), axis=0, return_index=True)
+    first = _first_of_unique_rows(np.round(key / 0.005))
     parameters = parameters[np.sort(first)]
     metric = _metric_of_parameters(parameters, system)
     cells = _cells_of_metric(metric)
