@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override one recipe entry, e.g. --set classifier.max_epochs=5 --set data.n_mp20=2000 (JSON values)",
     )
     parser.add_argument("--refined-rows", type=int, default=None,
-                        help="held-out MP-20 rows the 'refined' step scores (default: all; ~0.5 s a row, 2 processes)")
+                        help="held-out MP-20 rows the 'refined' step scores (default: all; ~0.2 s a row, 2 processes)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
