@@ -75,7 +75,7 @@ def test_cmma_quick_json_structure_and_finite_numbers(cmma_run):
         for missing, r in model["one_view_missing"].items():
             assert set(r["to"]) == set(views) - {missing}
             assert set(r["kept_R@10_without_target"]) == set(views) - {missing}
-        for target in [*cmma.TARGETS, *(f"{t}, linear" for t in cmma.TARGETS)]:
+        for target in [*cmma.TARGETS, *(f"{t}, {probe}" for t in cmma.TARGETS for probe in ("linear", "mlp"))]:
             maes = model["properties_mae"][target]
             assert set(maes) == {"fused (all views)", "fused (views concatenated)", *(f"{v} only" for v in views)}
             assert all(v >= 0 for v in maes.values())
