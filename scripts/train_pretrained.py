@@ -574,7 +574,7 @@ def write_element_volumes(folder: Path, train_frame, log) -> None:
         f"(the others from all {len(real)})")
 
 
-def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) -> None:
+def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log, n_jobs: int = 2) -> None:
     """Held-out scaled-lattice MAE of the classifier alone and inside load_refiner's
     LatticeRefiner (clean and augmented patterns of *n_rows* held-out MP-20 rows, None: all),
     on the card."""
@@ -582,7 +582,7 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) 
 
     if not (folder / ELEMENT_VOLUMES_FILE).is_file():
         write_element_volumes(folder, frames["train"], log)
-    refiner = _refiner_of(folder, n_jobs=2)  # load_refiner's refiner, from this folder (2 cores)
+    refiner = _refiner_of(folder, n_jobs=n_jobs)  # load_refiner's refiner, from this folder
     heldout = held_out_frame(frames["held_out"]["mp20"], "mp20", n_rows, recipe["seed"])
     truth = heldout[LATTICE_TARGETS[:3]].to_numpy(dtype=float)
     systems = heldout["crystal_system"].to_numpy().astype(str)
@@ -614,7 +614,7 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log) 
                 "classifier's lattice refined against each pattern (skmat.supervised.LatticeRefiner: the "
                 "classifier's 3 most probable crystal "
                 "systems weighed against their refinements; rows_right_system is the classifier's, "
-                "rows_right_system_refiner the refiner's crystal_systems_; seconds_per_row is wall time with 2 "
+                f"rows_right_system_refiner the refiner's crystal_systems_; seconds_per_row is wall time with {n_jobs} "
                 "processes)",
     }
     write_card(folder, card)
@@ -813,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--refined-rows", type=int, default=None,
                         help="held-out MP-20 rows the 'refined' step scores (default: all; ~0.2 s a row, 2 processes)")
+    parser.add_argument("--n-jobs", type=int, default=2,
+                        help="processes of the 'refined' step (the card's seconds_per_row is wall time with them)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -848,7 +850,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         train(name, recipe, frames, args, log)
     if args.name in ("all", "refined", "xrd-composition"):
-        refined_metrics(Path(args.out) / "xrd-composition", recipe, frames, 20 if args.quick else args.refined_rows, log)
+        refined_metrics(Path(args.out) / "xrd-composition", recipe, frames, 20 if args.quick else args.refined_rows, log,
+                        n_jobs=args.n_jobs)
     if args.name in ("all", "index", "structure-xrd-composition"):
         write_index(Path(args.out) / "structure-xrd-composition", recipe, data_home, args, log)
     if args.name == "retrieval":
