@@ -52,7 +52,7 @@ Cost: robocrys takes ~0.85 CPU-s per structure (see ``StructureDescription``'s N
 other views milliseconds. Descriptions, images, patterns, MiniLM vectors and graphs are
 cached in ``--cache`` (default ``~/.cache/skmat/cmma``), so a rerun skips them. The default
 size (2,000 train + 1,000 test) was chosen to finish within 60 minutes on 2 idle cores with an
-empty cache (text ~21 min of it); see ``benchmarks/README.md`` for measured timings.
+empty cache: measured, 34 minutes (robocrys 22 of them); see ``benchmarks/README.md``.
 
 Usage::
 
