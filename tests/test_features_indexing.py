@@ -287,3 +287,38 @@ def test_trial_cells_from_the_peaks_alone_refine_to_the_true_cell(one_per_system
             found.append(np.abs(primitive_niggli(fit.cell, fit.centring)[:3] - truth).max())
     assert found and min(found) <= 0.01, (found, truth)
     assert _trial_cells(peaks, "triclinic", resolve_wavelength("CuKa"), formula_volume).shape == (0, 6)
+
+
+def test_the_batched_refinement_has_refine_cells_defaults():
+    # refine_cell is _refine_cells' one-cell case; the row refinement calls _refine_cells with
+    # the search settings left at their defaults, so the two must agree
+    import inspect
+
+    from skmat.features.indexing import _refine_cells
+
+    single = inspect.signature(refine_cell).parameters
+    batched = inspect.signature(_refine_cells).parameters
+    shared = set(single) & set(batched) - {"two_theta", "crystal_system"}
+    assert shared >= {"wavelength", "search_range", "search_step", "n_candidates", "tolerance", "max_iter"}
+    assert {name: batched[name].default for name in shared} == {name: single[name].default for name in shared}
+
+
+@pytest.mark.parametrize("system", ["cubic", "orthorhombic", "monoclinic"])
+def test_cells_refined_in_one_batch_match_each_refined_alone(one_per_system, system):
+    # a row's starts are refined together (one batch per centring, the reflections of the
+    # largest cell's box): each must come out as refine_cell gives it alone, and a bad start
+    # is its own error, not the batch's
+    from skmat.features.indexing import CENTRINGS, _refine_cells
+
+    structure, _, cell = one_per_system[system]
+    peaks, _ = find_peaks(XRDPattern().fit_transform([structure])[0], GRID)
+    starts = [_perturbed(cell, system), cell * np.r_[np.full(3, 2 ** (1 / 3)), np.ones(3)], cell]
+    centrings = [("P",), ("P",), CENTRINGS[system]]
+    batched = _refine_cells(peaks, system, [*starts, [1.0, 1.0, -1.0, 90, 90, 90]], [*centrings, ("P",)])
+    assert isinstance(batched[-1], InvalidInputError)
+    for start, chosen, together in zip(starts, centrings, batched, strict=False):
+        alone = refine_cell(peaks, system, start, centrings=chosen)
+        assert together.centring == alone.centring and together.converged == alone.converged
+        assert np.abs(together.cell - alone.cell).max() <= 1e-4, (together.cell, alone.cell)
+        assert together.fraction_indexed == pytest.approx(alone.fraction_indexed)
+    assert batched[0].converged  # the perturbed start refines, as test_refinement_recovers... shows alone
