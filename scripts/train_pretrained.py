@@ -615,7 +615,7 @@ def refined_metrics(folder: Path, recipe: dict, frames: dict, n_rows: int, log, 
                 "classifier's 3 most probable crystal "
                 "systems weighed against their refinements; rows_right_system is the classifier's, "
                 f"rows_right_system_refiner the refiner's crystal_systems_; seconds_per_row is wall time with {n_jobs} "
-                "processes)",
+                f"process{'es' if n_jobs != 1 else ''})",
     }
     write_card(folder, card)
 
