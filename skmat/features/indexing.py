@@ -464,22 +464,17 @@ def _lines_of_box(system: str, centring: str, max_index: tuple[int, int, int]) -
     # trial cells), and np.unique over the box was a tenth of the refinement's time (profiled)
     hkl = _hkl_box(np.asarray(max_index))
     hkl = hkl[_allowed(hkl, centring)]
-    lines = _unique_rows(_basis(hkl, system))
+    basis = _basis(hkl, system)
+    lines = basis[_first_of_unique_rows(basis)]
     lines.flags.writeable = False
     return lines
 
 
-def _unique_rows(rows: np.ndarray) -> np.ndarray:
-    """``np.unique(rows, axis=0)`` of whole-numbered rows, the same rows in the same
-    (lexicographic) order, through one integer key per row: the row-wise unique sorts a
-    structured view, ~10x slower, and the boxes of a row's refinement differ too often for a
-    cache to hide it (profiled)."""
-    return rows[_first_of_unique_rows(rows)]
-
-
 def _first_of_unique_rows(rows: np.ndarray) -> np.ndarray:
     """``np.unique(rows, axis=0, return_index=True)[1]`` of whole-numbered rows: the index of
-    each distinct row's first occurrence, in the rows' lexicographic order."""
+    each distinct row's first occurrence, in the rows' lexicographic order, through one integer
+    key per row. The row-wise unique sorts a structured view, ~10x slower, and the boxes of a
+    row's refinement differ too often for a cache to hide it (profiled)."""
     if len(rows) == 0:
         return np.unique(rows, axis=0, return_index=True)[1]
     values = rows.astype(np.int64)
@@ -631,14 +626,18 @@ def _score_rows(
     scores = []
     for chunk in np.array_split(rows, max(1, len(rows) // 4096)):
         parameters = _parameters_of_cells(cells[chunk], system)
-        # a lower bound of each line's Q over the chunk's cells (each basis term times the
-        # parameter's least or greatest value there, by the term's sign): lines above the cut
-        # score nothing in any cell of the chunk, and dropping them (the corners of the box of
-        # Miller indices, and more for the fine grids) leaves the scores as they were
-        least = np.maximum(lines, 0) @ parameters.min(axis=0) + np.minimum(lines, 0) @ parameters.max(axis=0)
-        chunk_lines = lines[least <= q_cut]
+        # lines whose least Q over the chunk's cells is above the cut score nothing in any of
+        # them, and dropping them (the corners of the box of Miller indices, and more for the
+        # fine grids) leaves the scores as they were
+        chunk_lines = lines[_least_q(lines, parameters) <= q_cut]
         scores.append(_score_matches(parameters @ chunk_lines.T, q_obs, tolerance=tolerance))
     return np.concatenate(scores)
+
+
+def _least_q(lines: np.ndarray, parameters: np.ndarray) -> np.ndarray:
+    """A lower bound of each line's Q over the cells of *parameters* (m, n_parameters): each
+    basis term times the parameter's least or greatest value among them, by the term's sign."""
+    return np.maximum(lines, 0) @ parameters.min(axis=0) + np.minimum(lines, 0) @ parameters.max(axis=0)
 
 
 def _score_range(q_obs: np.ndarray, tolerance: float) -> tuple[float, float, int]:
@@ -883,6 +882,7 @@ def _refine_cells(
     q_peaks = _q_of_two_theta(peaks, wavelength)
     q_max = q_peaks[-1] * 1.05 + 1e-9
     n_low = min(len(peaks), max(8, 2 * n_par + 2))
+    q_low = q_peaks[:n_low]
     outcomes: list = [None] * len(initial_cells)
     # per centring: (cell index, candidate parameters, the largest cell of the cell's grid)
     batches: dict[str, list] = {}
@@ -906,7 +906,6 @@ def _refine_cells(
                 continue
             best = np.arange(len(starts))
             if len(starts) > n_candidates:
-                q_low = q_peaks[:n_low]
                 # only lines that can fall near the lowest peaks matter to the score: far fewer rows
                 lines_low = _lines(crystal_system, centring, q_low[-1] * 1.1, largest)
                 if len(lines_low) == 0:
@@ -1111,10 +1110,8 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
         lines = _lines(system, "P", q_obs[-1] * 1.05, cells[chunk, :3].max(axis=0))
         # a line above every peak by more than the tolerance in all the chunk's cells matches
         # none, and is never nearer a peak than a line that matches it: the count is the same
-        # without such lines (bounded below as in _score_rows)
-        least = (np.maximum(lines, 0) @ parameters[chunk].min(axis=0)
-                 + np.minimum(lines, 0) @ parameters[chunk].max(axis=0))
-        lines = lines[least <= q_obs[-1] * math.exp(tolerance) * (1 + 1e-9)]
+        # without such lines
+        lines = lines[_least_q(lines, parameters[chunk]) <= q_obs[-1] * math.exp(tolerance) * (1 + 1e-9)]
         if len(lines) == 0:
             matched[chunk] = 0
             continue
