@@ -301,32 +301,35 @@ def boosted_mae(train_x, y_train, test_x, y_test, args: argparse.Namespace) -> f
     return float(np.mean(np.abs(model.predict(test_x) - y_test)))
 
 
-def linear_probe_mae(train_x, y_train, test_x, y_test) -> float:
-    """MAE of a ridge regression on the standardised embedding (CLIP's linear probe); a
-    missing view counts as zeros, as the aligner's ``fusion="concat"`` gives it."""
-    from sklearn.linear_model import RidgeCV
+def _standardised_probe_mae(regressor, train_x, y_train, test_x, y_test) -> float:
+    """MAE of *regressor* on the standardised embedding; a missing view counts as zeros, as the
+    aligner's ``fusion="concat"`` gives it."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 12)))
-    model.fit(np.nan_to_num(train_x, nan=0.0), y_train)
+    model = make_pipeline(StandardScaler(), regressor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn's ConvergenceWarning (the MLP) is a UserWarning
+        model.fit(np.nan_to_num(train_x, nan=0.0), y_train)
     return float(np.mean(np.abs(model.predict(np.nan_to_num(test_x, nan=0.0)) - y_test)))
+
+
+def linear_probe_mae(train_x, y_train, test_x, y_test) -> float:
+    """MAE of a ridge regression on the standardised embedding (CLIP's linear probe)."""
+    from sklearn.linear_model import RidgeCV
+
+    return _standardised_probe_mae(RidgeCV(alphas=np.logspace(-2, 3, 12)), train_x, y_train, test_x, y_test)
 
 
 def mlp_probe_mae(train_x, y_train, test_x, y_test, seed: int) -> float:
     """MAE of a small MLP on the standardised embedding: the proposal's "simple regressor (e.g.,
     MLP)" on the unified embedding. One hidden layer of 128, early stopping on 10 % of the
-    training rows, the same untuned settings for every input; a missing view counts as zeros."""
+    training rows, the same untuned settings for every input."""
     from sklearn.neural_network import MLPRegressor
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), MLPRegressor(
-        hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True, max_iter=500, random_state=seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # sklearn's ConvergenceWarning is a UserWarning
-        model.fit(np.nan_to_num(train_x, nan=0.0), y_train)
-    return float(np.mean(np.abs(model.predict(np.nan_to_num(test_x, nan=0.0)) - y_test)))
+    regressor = MLPRegressor(hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True, max_iter=500,
+                             random_state=seed)
+    return _standardised_probe_mae(regressor, train_x, y_train, test_x, y_test)
 
 
 def evaluate_properties(train_emb: dict, test_emb: dict, train, test, args, concat=None) -> dict:
