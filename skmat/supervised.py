@@ -948,7 +948,6 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         """Per row: (peak positions in degrees 2θ, wavelength in Å, measured?) or a reason
         string when the pattern has no usable peaks."""
         from skmat._inputs import is_missing
-        from skmat.features.indexing import find_peaks
         from skmat.features._powder import resolve_wavelength
 
         wavelength = resolve_wavelength(self.wavelength)
@@ -988,44 +987,36 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
             if len(pattern) < 3:
                 raise InvalidInputError(f"the XRD pattern has {len(pattern)} points", row=label, view="xrd")
             grid = np.linspace(float(self.two_theta_range[0]), float(self.two_theta_range[1]), len(pattern))
-            out.append(self._peaks(find_peaks, pattern, grid, wavelength, False))
+            out.append(self._peaks(pattern, grid, wavelength, False))
         return out
 
     def _measured_peaks(self, x, y, w, label, view: str):
         from skmat._inputs import is_missing
-        from skmat.features.indexing import find_peaks
-        from skmat.features._powder import _bin_means, _clean_measurement, _measurement_wavelength
+        from skmat.features._powder import _measurement_wavelength
+        from skmat.features.indexing import measured_peaks
 
         lam = _measurement_wavelength(self.wavelength if is_missing(w) else w, label, view)
         try:
-            x, y = _clean_measurement(x, y, negative_tolerance=0.05, row=label, view=view)
+            # satellites kept: see indexing_peaks' drop_satellites for the measurement
+            positions, _ = measured_peaks(x, y, lam, drop_satellites=False, row=label)
         except InvalidInputError as exc:
-            if "no positive intensity" not in exc.reason:
-                raise
-            return "the pattern has no positive intensity (no peaks)"
-        # peak picking wants an even grid: the measurement's own median step
-        step = float(np.median(np.diff(x)))
-        grid = np.linspace(x[0], x[-1], max(3, int(round((x[-1] - x[0]) / step)) + 1))
-        return self._peaks(find_peaks, _bin_means(x, y, grid), grid, lam, True)
+            if "no positive intensity" in exc.reason:
+                return "the pattern has no positive intensity (no peaks)"
+            if "(no peaks)" in exc.reason:
+                return exc.reason
+            raise InvalidInputError(exc.reason, row=label, view=view) from None
+        return positions, lam, True
 
     @staticmethod
-    def _peaks(find_peaks, pattern, grid, wavelength, measured):
-        from skmat.features._powder import remove_background
-        from skmat.features.indexing import noise_level
+    def _peaks(pattern, grid, wavelength, measured):
+        from skmat.features.indexing import indexing_peaks
 
         if not pattern.max(initial=0.0) > 0:
             return "the pattern has no positive intensity (no peaks)"
-        noisy = noise_level(pattern) > 0
-        if noisy:
-            # a measurement (or one simulated like it): its background would lift the
-            # prominence of every noise wiggle on its slopes; a simulated pattern has neither
-            step = (grid[-1] - grid[0]) / (len(grid) - 1)
-            pattern = remove_background(pattern, "rolling_ball", step=step).astype(float)
-            if not pattern.max(initial=0.0) > 0:
-                return "the pattern has no intensity above its background (no peaks)"
-        # 10 noise levels: measured on augmented patterns of held-out MP-20 structures (5 and
-        # 15 refined fewer rows, or worse ones)
-        positions, _ = find_peaks(pattern, grid, noise_threshold=10.0)
+        try:
+            positions, _, noisy = indexing_peaks(pattern, grid, wavelength, drop_satellites=False)
+        except InvalidInputError as exc:
+            return exc.reason
         # a noisy pattern is treated as measured (zero shift refined) wherever it came from
         return positions, wavelength, measured or noisy
 
