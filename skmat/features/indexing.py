@@ -423,8 +423,9 @@ def satellite_peaks(two_theta: Any, heights: Any, wavelength: str | float = "CuK
     satellite when a peak at least 1.25 times higher lies where its Kα1 line would (Q lower by
     the factor (λ(Kα1)/λ(Kα2))², which is the same for every reflection), and a Kβ satellite
     when a peak at least twice as high lies at its Kα position (Q higher by (λ(Kα)/λ(Kβ))²).
-    On the 250 measured RRUFF patterns (Cu), 289 of 4,925 peaks were satellites, and removing
-    them took the cubic patterns that :func:`index_cubic` indexes from 16 to 28 of 39.
+    On the 250 measured RRUFF patterns (Cu), 296 of 4,925 peaks are satellites, and removing
+    them takes the cubic patterns whose :func:`index_cubic` refinement converges from 16 to 28 of
+    39 (those that :func:`indexes_as_cubic`, with M > 40, from 15 to 27).
 
     Parameters
     ----------
@@ -519,9 +520,9 @@ def indexing_peaks(pattern: Any, two_theta: Any, wavelength: str | float = "CuKa
     wavelength : str or float, default="CuKa"
         The radiation (for the satellites).
     drop_satellites : bool, default=True
-        Drop a noisy pattern's satellites. They took the cubic patterns :func:`index_cubic`
-        indexes from 16 to 28 of 39 (250 measured RRUFF patterns); on 600 augmented held-out
-        MP-20 patterns (``XRDAugmenter``: Kα2 in half of them, no Kβ) they changed the shipped
+        Drop a noisy pattern's satellites. Dropping them took the cubic patterns that
+        :func:`indexes_as_cubic` accepts from 15 to 27 of 39 (250 measured RRUFF patterns); on 600
+        augmented held-out MP-20 patterns (``XRDAugmenter``: Kα2 in half of them, no Kβ) they changed the shipped
         :class:`~skmat.supervised.LatticeRefiner`'s rows refined from 182 to 179 and its scaled
         lattice MAE from 0.2422 to 0.2436 Å, so the refiner keeps them.
     noisy : bool
