@@ -1348,20 +1348,21 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
 
 
 def _trial_cells(
-    two_theta: np.ndarray, system: str, wavelength: float, formula_volume: float, *, n_low: int = 6,
-    n_cells: int = 8, tolerance: float = 0.006, max_axis_per_unit: float | None = None,
+    two_theta: np.ndarray, system: str, wavelength: float, formula_volume: float | None, *, n_low: int = 6,
+    n_cells: int = 8, tolerance: float = 0.006, max_axis_per_unit: float | None = None, hkl: np.ndarray | None = None,
 ) -> np.ndarray:
     """Conventional cells (n, 6) of *system* found from the peaks alone, for refinement.
 
     Ab initio indexing in the manner of TREOR: each choice of as many of the *n_low* lowest
-    peaks as the system has parameters, taken to be as many low-index reflections
-    (:data:`_TRIAL_HKL`), fixes the free terms of the reciprocal metric by one linear solve.
-    Trial cells whose volume is not near a whole number of formula units (of
-    *formula_volume*, Å³) are dropped; the rest are ranked by how many of the first 20 peaks
-    lie within *tolerance* (relative Q) of one of their primitive lines, then by volume, and
-    the *n_cells* first returned. With *max_axis_per_unit* (Å), a cell whose longest axis
-    over the cube root of its number of formula units exceeds it is dropped before scoring:
-    a caller that knows the cell's rough size saves scoring long cells against many lines.
+    peaks as the system has parameters, taken to be as many reflections of *hkl* (default
+    the low-index :data:`_TRIAL_HKL`), fixes the free terms of the reciprocal metric by one
+    linear solve. Trial cells whose volume is not near a whole number of formula units (of
+    *formula_volume*, Å³; ``None``: no formula, every volume) are dropped; the rest are ranked
+    by how many of the first 20 peaks lie within *tolerance* (relative Q) of one of their
+    primitive lines, then by volume, and the *n_cells* first returned. With
+    *max_axis_per_unit* (Å), a cell whose longest axis over the cube root of its number of
+    formula units (1 without a formula) exceeds it is dropped before scoring: a caller that
+    knows the cell's rough size saves scoring long cells against many lines.
     Empty for triclinic cells, whose six metric terms the low lines do not fix alone.
     """
     from itertools import combinations, permutations
@@ -1373,7 +1374,9 @@ def _trial_cells(
     low = q[:n_low]
     if len(low) < n_par:
         return np.zeros((0, 6))
-    rows = np.unique(_basis(_TRIAL_HKL_MONOCLINIC if system == "monoclinic" else _TRIAL_HKL, system), axis=0)
+    if hkl is None:
+        hkl = _TRIAL_HKL_MONOCLINIC if system == "monoclinic" else _TRIAL_HKL
+    rows = np.unique(_basis(hkl, system), axis=0)
     choices = np.array([c for c in permutations(range(len(rows)), n_par)])
     design = rows[choices]  # (n_choices, n_par, n_par)
     solvable = np.abs(np.linalg.det(design)) > 1e-9
@@ -1400,12 +1403,17 @@ def _trial_cells(
     parameters = parameters[np.sort(first)]
     metric = _metric_of_parameters(parameters, system)
     cells = _cells_of_metric(metric)
-    ratio = 1 / np.sqrt(np.linalg.det(metric)) / formula_volume
-    whole = np.clip(np.round(ratio), 1, None)
-    plausible = (np.abs(np.log(ratio / whole)) < 0.15) & (ratio < 40)
+    volume = 1 / np.sqrt(np.linalg.det(metric))
+    if formula_volume is None:
+        whole = np.ones(len(volume))
+        plausible = np.ones(len(volume), dtype=bool)
+    else:
+        ratio = volume / formula_volume
+        whole = np.clip(np.round(ratio), 1, None)
+        plausible = (np.abs(np.log(ratio / whole)) < 0.15) & (ratio < 40)
     if max_axis_per_unit is not None:
         plausible &= cells[:, :3].max(axis=1) / np.cbrt(whole) <= max_axis_per_unit
-    parameters, cells, volume = parameters[plausible], cells[plausible], ratio[plausible]
+    parameters, cells, volume = parameters[plausible], cells[plausible], volume[plausible]
     if not len(cells):
         return cells
     if system == "monoclinic":
@@ -1413,7 +1421,7 @@ def _trial_cells(
         # the volume: very oblique settings, whose lattices other trials give reduced) go;
         # then those that do not index the low peaks they were not solved from (cheap: few
         # lines lie below the n_low-th peak)
-        keep = cells[:, :3].max(axis=1) <= 4 * np.cbrt(volume * formula_volume)
+        keep = cells[:, :3].max(axis=1) <= 4 * np.cbrt(volume)
         parameters, cells, volume = parameters[keep], cells[keep], volume[keep]
         keep = _matched_peaks(parameters, cells, low, system, tolerance) >= len(low) - 1
         parameters, cells, volume = parameters[keep], cells[keep], volume[keep]
@@ -1425,10 +1433,10 @@ def _trial_cells(
     return cells[np.lexsort((volume, -matched))[:n_cells]]
 
 
-#: h² + k² + l² of every reflection up to index 6 (108 = 6² x 3): what the lowest peaks of a
-#: mineral's large cubic cell may be, its weak first lines lost in a measurement's noise (a
-#: garnet's first picked peak is often (4 0 0), 16)
-_CUBIC_INDEX_SUMS = np.unique([h * h + k * k + l * l for h in range(7) for k in range(7) for l in range(7)])[1:]
+#: Every reflection up to index 6 (h >= k >= l: a cubic cell's Q depends on h² + k² + l² only, up to
+#: 108): what the lowest peaks of a mineral's large cubic cell may be, its weak first lines lost in
+#: a measurement's noise (a garnet's first picked peak is often (4 0 0), 16)
+_CUBIC_TRIAL_HKL = np.array([(h, k, l) for h in range(7) for k in range(h + 1) for l in range(k + 1)][1:])
 
 
 def index_cubic(
@@ -1497,17 +1505,10 @@ def index_cubic(
     peaks = _checked_peaks(two_theta)
     if len(peaks) < 2 + int(refine_zero_shift):
         return None
-    q = _q_of_two_theta(peaks, wavelength)
-    inverse_square = (q[:n_low, None] / _CUBIC_INDEX_SUMS[None, :]).ravel()  # 1/a² of each trial
-    inverse_square = inverse_square[inverse_square >= 1 / max_cell**2]
-    # trials within 0.25 % in a refine to the same cell: one of each
-    first = _first_of_unique_rows(np.round(np.log(inverse_square) / 0.005)[:, None])
-    parameters = np.sort(inverse_square[first])[:, None]
-    if not len(parameters):
+    trials = _trial_cells(peaks, "cubic", wavelength, None, n_low=n_low, n_cells=n_cells, max_axis_per_unit=max_cell,
+                          hkl=_CUBIC_TRIAL_HKL)
+    if not len(trials):
         return None
-    cells = np.column_stack([np.repeat(1 / np.sqrt(parameters), 3, axis=1), np.full((len(parameters), 3), 90.0)])
-    matched = _matched_peaks(parameters, cells, q[:20], "cubic", 0.006)
-    trials = cells[np.lexsort((cells[:, 0], -matched))[:n_cells]]
     fits = _refine_cells(peaks, "cubic", list(trials), [CENTRINGS["cubic"]] * len(trials), wavelength=wavelength,
                          refine_zero_shift=refine_zero_shift, search_range=0, tolerance=tolerance,
                          min_fraction=min_fraction)
