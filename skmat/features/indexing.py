@@ -674,16 +674,27 @@ def _lines(system: str, centring: str, q_max: float, largest_cell: np.ndarray) -
     return _lines_of_box(system, centring, tuple(int(i) for i in max_index))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _lines_of_box(system: str, centring: str, max_index: tuple[int, int, int]) -> np.ndarray:
     # a row's refinement asks for the same few boxes dozens of times (its starts, centrings and
-    # trial cells), and np.unique over the box was a tenth of the refinement's time (profiled)
-    hkl = _hkl_box(np.asarray(max_index))
-    hkl = hkl[_allowed(hkl, centring)]
-    basis = _basis(hkl, system)
-    lines = basis[_first_of_unique_rows(basis)]
+    # trial cells), and np.unique over the box was a tenth of the refinement's time (profiled);
+    # the boxes still differ too often for the cache (6,800 misses in 15,000 requests over 100
+    # MP-20 rows), hence the compiled path
+    from skmat.features._indexing_kernels import distinct_lines
+
+    lines, in_order = distinct_lines(_SYSTEM_CODES[system], _CENTRING_CODES[centring], *max_index)
+    if not in_order:  # its sort key would overflow 64 bits: the row-wise unique
+        hkl = _hkl_box(np.asarray(max_index))
+        basis = _basis(hkl[_allowed(hkl, centring)], system)
+        lines = basis[_first_of_unique_rows(basis)]
     lines.flags.writeable = False
     return lines
+
+
+#: Codes of the crystal systems (the basis of their lines) and centrings in the compiled kernels.
+_SYSTEM_CODES = {"cubic": 0, "tetragonal": 1, "hexagonal": 2, "trigonal": 2, "orthorhombic": 3, "monoclinic": 4,
+                 "triclinic": 5}
+_CENTRING_CODES = {"P": 0, "C": 1, "A": 2, "B": 3, "I": 4, "F": 5, "R": 6}
 
 
 def _first_of_unique_rows(rows: np.ndarray) -> np.ndarray:
@@ -772,36 +783,11 @@ def _solve(
 
     Returns the new parameters, zero shifts and the 2θ residuals (m, n_use) before the step.
     """
-    m, n_par = parameters.shape
-    t = two_theta[None, :n_use] - zero[:, None]  # corrected observed 2θ (m, n_use)
-    q_obs = _q_of_two_theta(t, wavelength)
-    # dQ/d(2θ) in per-degree: residuals are weighed in 2θ, where the measurement error lives
-    theta = np.radians(t) / 2
-    dq = (4 / wavelength**2) * np.sin(theta) * np.cos(theta) * (np.pi / 180)
-    q_calc = parameters @ lines.T
-    # lines above twice the highest peak used are never the nearest to a peak while a row has
-    # a line below that: sorting without them (most lines in the first rounds, which use the
-    # lowest peaks only) assigns the same lines, faster
-    near = q_calc.min(axis=0) <= 2 * q_obs.max()
-    if not near.all() and (q_calc[:, near] <= 2 * q_obs.max(axis=1, keepdims=True)).any(axis=1).all():
-        lines, q_calc = lines[near], q_calc[:, near]
-    assigned = _nearest(q_calc, q_obs)
-    design = lines[assigned]  # (m, n_use, n_par)
-    q_model = np.einsum("mip,mp->mi", design, parameters)
-    residual = (q_obs - q_model) / dq  # degrees 2θ
-    # Cauchy weights: peaks that are overlapped or wrongly assigned pull less
-    weight = 1.0 / (1.0 + (residual / scale[:, None]) ** 2)
-    if refine_zero:
-        # Q_obs(zero + dz) ~ Q_obs(zero) - dq dz: unknowns (parameters, dz)
-        design = np.concatenate([design, dq[:, :, None]], axis=2)
-    rows = design / dq[:, :, None] * np.sqrt(weight)[:, :, None]
-    rhs = q_obs / dq * np.sqrt(weight)
-    normal = np.einsum("mip,miq->mpq", rows, rows)
-    ridge = 1e-10 * np.trace(normal, axis1=1, axis2=2)[:, None, None] * np.eye(normal.shape[1])
-    solution = np.linalg.solve(normal + ridge, np.einsum("mip,mi->mp", rows, rhs)[:, :, None])[:, :, 0]
-    new_parameters = solution[:, :n_par]
-    new_zero = zero + (solution[:, n_par] if refine_zero else 0.0)
-    return new_parameters, new_zero, residual
+    from skmat.features._indexing_kernels import solve_step
+
+    return solve_step(np.ascontiguousarray(parameters, dtype=float), np.ascontiguousarray(zero, dtype=float), lines,
+                      np.ascontiguousarray(two_theta, dtype=float), float(wavelength), int(n_use), bool(refine_zero),
+                      np.ascontiguousarray(scale, dtype=float))
 
 
 def _search_starts(
@@ -833,20 +819,22 @@ def _search_starts(
 def _score_rows(
     cells: np.ndarray, system: str, lines: np.ndarray, q_obs: np.ndarray, rows: np.ndarray, tolerance: float
 ) -> np.ndarray:
-    """:func:`_score_matches` of the cells ``cells[rows]`` (m, 6) of *system*, in chunks that stay
-    in cache. The free parameters are computed for the rows scored only: a coarse-to-fine search
-    scores a fraction of its grid."""
-    low, resolution, n_centres = _score_range(q_obs, tolerance)
+    """The scores (:func:`_score_tables`) of the cells ``cells[rows]`` (m, 6) of *system*, in
+    chunks that stay in cache. The free parameters are computed for the rows scored only: a
+    coarse-to-fine search scores a fraction of its grid."""
+    from skmat.features._indexing_kernels import score_matches
+
+    weight, nearest, offset, inverse_step = _score_tables(q_obs, tolerance)
     # above this Q a line falls in the score table's empty top bin: it scores nothing
-    q_cut = math.exp(low + resolution * n_centres) * (1 + 1e-9)
+    q_cut = (offset + (len(weight) - 1.5) / inverse_step) * (1 + 1e-9)
     scores = []
     for chunk in np.array_split(rows, max(1, len(rows) // 4096)):
         parameters = _parameters_of_cells(cells[chunk], system)
         # lines whose least Q over the chunk's cells is above the cut score nothing in any of
         # them, and dropping them (the corners of the box of Miller indices, and more for the
         # fine grids) leaves the scores as they were
-        chunk_lines = lines[_least_q(lines, parameters) <= q_cut]
-        scores.append(_score_matches(parameters @ chunk_lines.T, q_obs, tolerance=tolerance))
+        chunk_lines = np.ascontiguousarray(lines[_least_q(lines, parameters) <= q_cut])
+        scores.append(score_matches(parameters, chunk_lines, weight, nearest, offset, inverse_step, len(q_obs)))
     return np.concatenate(scores)
 
 
@@ -856,12 +844,8 @@ def _least_q(lines: np.ndarray, parameters: np.ndarray) -> np.ndarray:
     return np.maximum(lines, 0) @ parameters.min(axis=0) + np.minimum(lines, 0) @ parameters.max(axis=0)
 
 
-def _score_range(q_obs: np.ndarray, tolerance: float) -> tuple[float, float, int]:
-    """The log-Q table of :func:`_score_matches`: its lowest centre, its step and its size."""
-    log_obs = np.log(q_obs)
-    resolution = tolerance / 8
-    low, high = log_obs[0] - 4 * tolerance, log_obs[-1] + 4 * tolerance
-    return low, resolution, int(math.ceil((high - low) / resolution)) + 1
+#: Most bins of a score table (:func:`_score_tables`): 1 MB of weights and nearest peaks.
+_MAX_SCORE_BINS = 2**16
 
 
 def _best_rows(rows: np.ndarray, scores: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
@@ -903,39 +887,30 @@ def _symmetrise_lengths(cells: np.ndarray, system: str) -> np.ndarray:
     return cells
 
 
-def _score_matches(q_calc: np.ndarray, q_obs: np.ndarray, tolerance: float) -> np.ndarray:
-    """Σ over observed peaks of exp(-(relative Q error / tolerance)² / 2) at the nearest line,
-    per candidate row of *q_calc* (m, n_lines).
+def _score_tables(q_obs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The tables with which :func:`skmat.features._indexing_kernels.score_matches` scores
+    cells against the peaks *q_obs*: Σ over the peaks of exp(-(relative Q error / tolerance)²
+    / 2) at the nearest line, the matches of one peak by several lines adding up, capped at one
+    (a dense set of lines gains nothing by hitting the same peak twice).
 
-    The relative error is a difference of logarithms, so a table on a fine log-Q grid tells,
-    for any line, which peak it is nearest and how well it matches; every line of every
-    candidate is then one table look-up, and each peak keeps the best match among its lines.
+    A table on a fine grid of Q tells, for any line, which peak it is nearest and how well it
+    matches; every line of every candidate is then one table look-up. The grid's step is the
+    tolerance / 8 relative to the lowest Q it covers (finer, relatively, above): a grid even
+    in log Q would need a logarithm per line, and that was half the search's time (measured).
+    Returns the weight and the nearest peak of each bin, with one empty bin at each end that
+    takes every line outside the table, and the offset and inverse step that turn Q into a bin.
     """
     log_obs = np.log(q_obs)
-    low, resolution, n_centres = _score_range(q_obs, tolerance)
-    centres = low + resolution * np.arange(n_centres)
-    distance = np.abs(centres[:, None] - log_obs[None, :])
+    q_low = math.exp(log_obs[0] - 4 * tolerance)
+    q_high = math.exp(log_obs[-1] + 4 * tolerance)
+    step = max(q_low * tolerance / 8, (q_high - q_low) / (_MAX_SCORE_BINS - 3))
+    centres = q_low + step * np.arange(int(math.ceil((q_high - q_low) / step)) + 1)
+    distance = np.abs(np.log(centres)[:, None] - log_obs[None, :])
     nearest = distance.argmin(axis=1)
-    weight = np.exp(-0.5 * (distance[np.arange(n_centres), nearest] / tolerance) ** 2)
-    # one empty bin at each end of the tables takes every line outside them (and NaN)
+    weight = np.exp(-0.5 * (distance[np.arange(len(centres)), nearest] / tolerance) ** 2)
     weight = np.concatenate([[0.0], weight, [0.0]])
     nearest = np.concatenate([[0], nearest, [0]])
-    # in place, on the (m, n_lines) array: this function is most of a pattern's search time
-    with np.errstate(divide="ignore", invalid="ignore"):
-        where = np.log(q_calc)
-        where -= low - resolution
-        where *= 1 / resolution
-        np.rint(where, out=where)
-        where = where.astype(np.intp)
-    np.clip(where, 0, n_centres + 1, out=where)
-    hit = weight[where]  # (m, n_lines)
-    m, n_peaks = len(q_calc), len(q_obs)
-    flat = nearest[where]
-    flat += (np.arange(m) * n_peaks)[:, None]
-    # the matches of one peak by several lines add up, capped at one: a dense set of lines gains
-    # nothing by hitting the same peak twice (bincount is far faster than a maximum.at)
-    per_peak = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=m * n_peaks).reshape(m, n_peaks)
-    return np.minimum(per_peak, 1.0).sum(axis=1)
+    return weight, nearest, q_low - step, 1 / step
 
 
 def refine_cell(
@@ -1339,7 +1314,7 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
             continue
         q_calc = parameters[chunk] @ lines.T
         scored = np.broadcast_to(q_obs, (len(chunk), len(q_obs)))
-        # peaks within the tolerance of their nearest line (not _score_matches' binned score:
+        # peaks within the tolerance of their nearest line (not _score_tables' binned score:
         # a trial cell from three peaks is ~0.2 % off, and its lines land on the wrong one of
         # close peaks)
         nearest = np.take_along_axis(q_calc, _nearest(q_calc, scored), axis=1)
