@@ -24,20 +24,21 @@ _DEGREE = math.pi / 180
 @njit(cache=True, nogil=True)
 def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zero, scale):
     """One assignment + weighted least-squares step for each candidate (see
-    ``skmat.features.indexing._solve``): the new parameters, zero shifts, and the residuals
-    (degrees 2θ) before the step (m, n_use)."""
+    ``skmat.features.indexing._solve``): the new parameters, zero shifts, the residuals
+    (degrees 2θ) before the step (m, n_use) and their median absolute value per candidate."""
     m, n_par = parameters.shape
     n_lines = lines.shape[0]
     n_unknowns = n_par + 1 if refine_zero else n_par
     new_parameters = np.empty_like(parameters)
     new_zero = zero.copy()
     residual = np.empty((m, n_use))
+    typical = np.empty(m)
     q_obs = np.empty(n_use)
     below_q, above_q = np.empty(n_use + 1), np.empty(n_use + 1)
     below_k, above_k = np.empty(n_use + 1, dtype=np.int64), np.empty(n_use + 1, dtype=np.int64)
     dq = np.empty(n_use)
-    n_bins = 4 * n_use
-    first_gap = np.empty(n_bins, dtype=np.int64)
+    first_gap = np.empty(4 * n_use, dtype=np.int64)
+    q_line = np.empty(n_lines)
     assigned = np.empty(n_use, dtype=np.int64)
     normal = np.empty((n_unknowns, n_unknowns))
     right = np.empty(n_unknowns)
@@ -51,55 +52,15 @@ def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zer
         # the nearest line to each peak (of two equally near, the lower), without sorting the
         # lines: each line falls between two peaks (the peaks are in ascending order), and a
         # peak's nearest line is the highest line below it or the lowest at or above it
-        # bins of equal width up to the highest peak; first_gap: the peaks below a bin's start
-        q_top = q_obs[n_use - 1]
-        inverse_width = n_bins / q_top
-        gap = 0
-        for b in range(n_bins):
-            while gap < n_use and q_obs[gap] < b / inverse_width:
-                gap += 1
-            first_gap[b] = gap
-        below_q[:] = -np.inf
-        below_k[:] = -1
-        above_q[:] = np.inf
-        above_k[:] = -1
         for k in range(n_lines):
-            q = 0.0
+            total = 0.0
             for p in range(n_par):
-                q += parameters[i, p] * lines[k, p]
-            if not math.isfinite(q):
-                continue
-            # peaks at or below q: from the count at the start of q's bin, a step or two on
-            if q >= q_top:
-                gap = n_use
-            else:
-                gap = first_gap[min(int(q * inverse_width), n_bins - 1)] if q > 0 else 0
-            while gap < n_use and q_obs[gap] <= q:
-                gap += 1
-            if q >= below_q[gap]:  # of equal lines, the last (as a stable sort would order them)
-                below_q[gap], below_k[gap] = q, k
-            if q < above_q[gap]:  # of equal lines, the first
-                above_q[gap], above_k[gap] = q, k
-        # highest line below peak j: the best of the gaps 0..j; lowest at or above it: of gaps j+1..
-        for gap in range(1, n_use + 1):
-            if below_k[gap - 1] >= 0 and (below_k[gap] < 0 or below_q[gap - 1] > below_q[gap]):
-                below_q[gap], below_k[gap] = below_q[gap - 1], below_k[gap - 1]
-        for gap in range(n_use - 1, -1, -1):
-            if above_k[gap + 1] >= 0 and (above_k[gap] < 0 or above_q[gap + 1] <= above_q[gap]):
-                above_q[gap], above_k[gap] = above_q[gap + 1], above_k[gap + 1]
-        for j in range(n_use):
-            lower, upper = below_k[j], above_k[j + 1]
-            if lower < 0:
-                lower = upper
-            if upper < 0:
-                upper = lower
-            if upper >= 0 and abs(above_q[j + 1] - q_obs[j]) < abs(below_q[j] - q_obs[j]):
-                assigned[j] = upper
-            else:
-                assigned[j] = max(lower, 0)
+                total += parameters[i, p] * lines[k, p]
+            q_line[k] = total
+        _nearest_lines(q_line, q_obs, n_use, first_gap, below_q, below_k, above_q, above_k, assigned)
         normal[:] = 0.0
         right[:] = 0.0
-        absolute = np.empty(n_use)
+        absolute = np.empty(n_use)  # of the residuals, whose median sets the next Cauchy scale
         for j in range(n_use):
             q_model = 0.0
             for p in range(n_par):
@@ -129,7 +90,8 @@ def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zer
             new_parameters[i, p] = solution[p]
         if refine_zero:
             new_zero[i] = zero[i] + solution[n_par]
-    return new_parameters, new_zero, residual
+        typical[i] = np.median(absolute)
+    return new_parameters, new_zero, residual, typical
 
 
 @njit(cache=True, nogil=True)
@@ -263,3 +225,134 @@ def distinct_lines(system, centring, h_max, k_max, l_max):
         lines[n_distinct] = basis[order[i]]
         n_distinct += 1
     return lines[:n_distinct].copy(), True
+
+
+@njit(cache=True, nogil=True)
+def _nearest_lines(q_line, q_obs, n_use, first_gap, below_q, below_k, above_q, above_k, assigned):
+    """The index of the line (of Q values *q_line*) nearest each of the first *n_use* peaks
+    *q_obs* (ascending), into *assigned*; of two equally near, the lower; the other arrays are
+    scratch space (4 n_use, and n_use + 1 for the rest).
+
+    Without sorting the lines: each line falls between two peaks, and a peak's nearest line is
+    the highest line below it or the lowest at or above it. A line's place among the peaks
+    starts from a table of bins of equal width in Q (the count of peaks below each bin's start).
+    """
+    n_bins = first_gap.shape[0]
+    q_top = q_obs[n_use - 1]
+    inverse_width = n_bins / q_top
+    gap = 0
+    for b in range(n_bins):
+        while gap < n_use and q_obs[gap] < b / inverse_width:
+            gap += 1
+        first_gap[b] = gap
+    below_q[:n_use + 1] = -np.inf
+    below_k[:n_use + 1] = -1
+    above_q[:n_use + 1] = np.inf
+    above_k[:n_use + 1] = -1
+    for k in range(q_line.shape[0]):
+        q = q_line[k]
+        if not math.isfinite(q):
+            continue
+        if q >= q_top:
+            gap = n_use
+        else:
+            gap = first_gap[min(int(q * inverse_width), n_bins - 1)] if q > 0 else 0
+        while gap < n_use and q_obs[gap] <= q:  # gap: the peaks at or below q
+            gap += 1
+        if q >= below_q[gap]:  # of equal lines, the last (as a stable sort would order them)
+            below_q[gap], below_k[gap] = q, k
+        if q < above_q[gap]:  # of equal lines, the first
+            above_q[gap], above_k[gap] = q, k
+    # highest line below peak j: the best of the gaps 0..j; lowest at or above it: of gaps j+1..
+    for gap in range(1, n_use + 1):
+        if below_k[gap - 1] >= 0 and (below_k[gap] < 0 or below_q[gap - 1] > below_q[gap]):
+            below_q[gap], below_k[gap] = below_q[gap - 1], below_k[gap - 1]
+    for gap in range(n_use - 1, -1, -1):
+        if above_k[gap + 1] >= 0 and (above_k[gap] < 0 or above_q[gap + 1] <= above_q[gap]):
+            above_q[gap], above_k[gap] = above_q[gap + 1], above_k[gap + 1]
+    for j in range(n_use):
+        lower, upper = below_k[j], above_k[j + 1]
+        if lower < 0:
+            lower = upper
+        if upper < 0:
+            upper = lower
+        if upper >= 0 and abs(above_q[j + 1] - q_obs[j]) < abs(below_q[j] - q_obs[j]):
+            assigned[j] = upper
+        else:
+            assigned[j] = max(lower, 0)
+
+
+@njit(cache=True, nogil=True)
+def matched_peaks(parameters, lines, q_obs, tolerance):
+    """How many of the peaks *q_obs* (ascending) lie within *tolerance* (relative Q) of their
+    nearest line, for each cell (free parameters *parameters* (m, n_parameters), basis rows
+    *lines*)."""
+    m, n_par = parameters.shape
+    n_peaks = q_obs.shape[0]
+    counts = np.zeros(m, dtype=np.int64)
+    q_line = np.empty(lines.shape[0])
+    first_gap = np.empty(4 * n_peaks, dtype=np.int64)
+    below_q, above_q = np.empty(n_peaks + 1), np.empty(n_peaks + 1)
+    below_k, above_k = np.empty(n_peaks + 1, dtype=np.int64), np.empty(n_peaks + 1, dtype=np.int64)
+    assigned = np.empty(n_peaks, dtype=np.int64)
+    for i in range(m):
+        for k in range(lines.shape[0]):
+            total = 0.0
+            for p in range(n_par):
+                total += parameters[i, p] * lines[k, p]
+            q_line[k] = total
+        _nearest_lines(q_line, q_obs, n_peaks, first_gap, below_q, below_k, above_q, above_k, assigned)
+        for j in range(n_peaks):
+            if abs(math.log(q_line[assigned[j]] / q_obs[j])) <= tolerance:
+                counts[i] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def evaluate_cell(parameters, zero, lines, peaks, wavelength, tolerance):
+    """``skmat.features.indexing._evaluate`` of one cell (free parameters (n_parameters,)) with
+    at least one line: (fraction indexed, misfit, de Wolff M)."""
+    n_lines, n_par = lines.shape
+    q_calc = np.empty(n_lines)
+    for k in range(n_lines):
+        total = 0.0
+        for p in range(n_par):
+            total += parameters[p] * lines[k, p]
+        q_calc[k] = total
+    q_calc.sort()
+    n_distinct = 0
+    for k in range(n_lines):  # distinct values (np.unique)
+        if k == 0 or q_calc[k] != q_calc[n_distinct - 1]:
+            q_calc[n_distinct] = q_calc[k]
+            n_distinct += 1
+    distinct = q_calc[:n_distinct]
+    n_indexed, sum_delta, sum_q_error, q_last = 0, 0.0, 0.0, 0.0
+    for j in range(peaks.shape[0]):
+        t = peaks[j] - zero
+        q_obs = (2 * math.sin(t * _DEGREE / 2) / wavelength) ** 2
+        q_last = q_obs
+        position = 0
+        if n_distinct > 1:
+            position = min(max(np.searchsorted(distinct, q_obs), 1), n_distinct - 1)
+        lower, upper = distinct[max(position - 1, 0)], distinct[position]
+        delta_lower = abs(_two_theta(lower, wavelength) - t)
+        delta_upper = abs(_two_theta(upper, wavelength) - t)
+        delta, chosen = (delta_lower, lower) if delta_lower <= delta_upper else (delta_upper, upper)
+        if delta <= tolerance:
+            n_indexed += 1
+            sum_delta += delta
+            sum_q_error += abs(chosen - q_obs)
+    if n_indexed == 0:
+        return 0.0, np.inf, 0.0
+    n_calc = 0
+    for k in range(n_distinct):
+        if distinct[k] <= q_last * (1 + 1e-9):
+            n_calc += 1
+    q_error = sum_q_error / n_indexed
+    merit = q_last / (2 * max(q_error, 1e-12) * max(n_calc, 1))
+    return n_indexed / peaks.shape[0], sum_delta / n_indexed, merit
+
+
+@njit(cache=True, nogil=True)
+def _two_theta(q, wavelength):
+    return math.degrees(2 * math.asin(min(max(wavelength * math.sqrt(max(q, 0.0)) / 2, 0.0), 1.0)))

@@ -715,24 +715,6 @@ def _first_of_unique_rows(rows: np.ndarray) -> np.ndarray:
     return np.unique(key, return_index=True)[1]  # a stable sort: first occurrences
 
 
-def _nearest(q_calc: np.ndarray, q_obs: np.ndarray) -> np.ndarray:
-    """For each candidate row of *q_calc* (m, n) the index of the line nearest each q_obs (m, p)."""
-    m, n = q_calc.shape
-    order = np.argsort(q_calc, axis=1)
-    ordered = np.take_along_axis(q_calc, order, axis=1)
-    # one flat searchsorted over all rows: offsets keep each row's values in its own band
-    span = max(float(np.nanmax(np.abs(ordered))), float(np.max(np.abs(q_obs)))) * 4 + 1
-    offsets = (np.arange(m) * span)[:, None]
-    flat = (ordered + offsets).ravel()
-    position = np.searchsorted(flat, (q_obs + offsets).ravel()).reshape(q_obs.shape) - (np.arange(m) * n)[:, None]
-    lower = np.clip(position - 1, 0, n - 1)
-    upper = np.clip(position, 0, n - 1)
-    rows = np.arange(m)[:, None]
-    pick_upper = np.abs(ordered[rows, upper] - q_obs) < np.abs(ordered[rows, lower] - q_obs)
-    chosen = np.where(pick_upper, upper, lower)
-    return order[rows, chosen]
-
-
 def _q_of_two_theta(two_theta: np.ndarray, wavelength: float) -> np.ndarray:
     return (2 * np.sin(np.radians(two_theta) / 2) / wavelength) ** 2
 
@@ -778,10 +760,11 @@ def _solve(
     n_use: int,
     refine_zero: bool,
     scale: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One assignment + weighted least-squares step for every candidate (batched).
 
-    Returns the new parameters, zero shifts and the 2θ residuals (m, n_use) before the step.
+    Returns the new parameters, zero shifts, the 2θ residuals (m, n_use) before the step and
+    their median absolute value per candidate.
     """
     from skmat.features._indexing_kernels import solve_step
 
@@ -1215,7 +1198,7 @@ def _refine_candidates(
     n_use = n_start
     previous = None
     for _ in range(max_iter):
-        new_parameters, new_zero, residual = _solve(
+        new_parameters, new_zero, residual, typical = _solve(
             parameters[active], zero[active], lines, peaks, wavelength, n_use, refine_zero, scale[active]
         )
         bad = ~_proper_cells(new_parameters, system)
@@ -1224,7 +1207,7 @@ def _refine_candidates(
         parameters[active], zero[active] = new_parameters, new_zero
         # the Cauchy scale follows the typical residual down, so that merged (overlapped) peaks
         # and wrong assignments lose their pull once the cell is close
-        scale[active] = np.clip(3 * np.median(np.abs(residual), axis=1), 0.2 * tolerance, 4 * tolerance)
+        scale[active] = np.clip(3 * typical, 0.2 * tolerance, 4 * tolerance)
         if n_use == len(peaks) and previous is not None and previous.shape == state.shape:
             moving = np.any(previous != state, axis=1)
             if not moving.any():
@@ -1255,26 +1238,14 @@ def _evaluate(
 ) -> tuple[float, float, float]:
     """(fraction indexed, mean |Δ2θ| of the indexed peaks, de Wolff M) of one cell whose
     allowed reflections have the basis rows *lines*."""
-    q_obs = _q_of_two_theta(peaks - zero, wavelength)
+    from skmat.features._indexing_kernels import evaluate_cell
+
     if len(lines) == 0:
         return 0.0, float("inf"), 0.0
-    q_calc = np.unique(parameters @ lines.T)
-    position = np.clip(np.searchsorted(q_calc, q_obs), 1, len(q_calc) - 1) if len(q_calc) > 1 else np.zeros(
-        len(q_obs), dtype=int)
-    candidates = np.stack([q_calc[np.maximum(position - 1, 0)], q_calc[position]], axis=1)
-    two_theta_calc = _two_theta_of_q(candidates, wavelength)
-    delta = np.abs(two_theta_calc - (peaks - zero)[:, None]).min(axis=1)
-    indexed = delta <= tolerance
-    if not indexed.any():
-        return 0.0, float("inf"), 0.0
-    misfit = float(delta[indexed].mean())
-    q_error = np.abs(
-        np.take_along_axis(candidates, np.abs(two_theta_calc - (peaks - zero)[:, None]).argmin(axis=1)[:, None], 1)[
-            :, 0] - q_obs
-    )[indexed].mean()
-    n_calc = max(1, int(np.sum(q_calc <= q_obs[-1] * (1 + 1e-9))))
-    merit = float(q_obs[-1] / (2 * max(q_error, 1e-12) * n_calc))
-    return float(indexed.mean()), misfit, merit
+    fraction, misfit, merit = evaluate_cell(np.ascontiguousarray(parameters[0], dtype=float), float(zero), lines,
+                                            np.ascontiguousarray(peaks, dtype=float), float(wavelength),
+                                            float(tolerance))
+    return float(fraction), float(misfit), float(merit)
 
 
 #: Reflections that the lowest peaks of a pattern are taken to be in ab initio trials
@@ -1298,6 +1269,9 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
                    tolerance: float) -> np.ndarray:
     """How many of the peaks *q_obs* lie within *tolerance* (relative Q) of one of the primitive
     lines of each trial cell (free parameters (m, n_parameters), cells (m, 6))."""
+    from skmat.features._indexing_kernels import matched_peaks
+
+    q_obs = np.sort(np.asarray(q_obs, dtype=float))  # the kernel's nearest-line search needs them in order
     matched = np.empty(len(cells), dtype=int)
     # cells of like size share a box of Miller indices: sorted by their longest axis, a chunk's
     # box is not set by the longest cell of all
@@ -1312,13 +1286,11 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
         if len(lines) == 0:
             matched[chunk] = 0
             continue
-        q_calc = parameters[chunk] @ lines.T
-        scored = np.broadcast_to(q_obs, (len(chunk), len(q_obs)))
         # peaks within the tolerance of their nearest line (not _score_tables' binned score:
         # a trial cell from three peaks is ~0.2 % off, and its lines land on the wrong one of
         # close peaks)
-        nearest = np.take_along_axis(q_calc, _nearest(q_calc, scored), axis=1)
-        matched[chunk] = np.sum(np.abs(np.log(nearest / scored)) <= tolerance, axis=1)
+        matched[chunk] = matched_peaks(np.ascontiguousarray(parameters[chunk], dtype=float),
+                                       np.ascontiguousarray(lines), q_obs, tolerance)
     return matched
 
 
