@@ -95,32 +95,148 @@ def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zer
 
 
 @njit(cache=True, nogil=True)
-def score_matches(parameters, lines, weight, nearest, offset, inverse_step, n_peaks):
-    """How well the lines of each cell (free parameters *parameters* (m, n_parameters), basis
-    rows *lines*) match the peaks, from the tables (``skmat.features.indexing._score_tables``: the
-    *weight* and *nearest* peak per Q bin, bin 0 and the last empty), without forming the
-    (m, n_lines) arrays."""
-    m, n_par = parameters.shape
-    n_lines = lines.shape[0]
+def _score_cell(parameters, lines, weight, nearest, offset, inverse_step, per_peak):
+    """How well the lines of one cell (free parameters *parameters*, basis rows *lines*)
+    match the peaks, from the tables of ``skmat.features.indexing._score_tables`` (the
+    *weight* and *nearest* peak per Q bin, bin 0 and the last empty); *per_peak* is scratch."""
+    n_par = parameters.shape[0]
     top = weight.shape[0] - 1
-    scores = np.empty(m)
-    per_peak = np.empty(n_peaks)
-    for i in range(m):
-        per_peak[:] = 0.0
-        for k in range(n_lines):
-            q = 0.0
+    per_peak[:] = 0.0
+    for k in range(lines.shape[0]):
+        q = 0.0
+        for p in range(n_par):
+            q += parameters[p] * lines[k, p]
+        where = (q - offset) * inverse_step
+        if not (0.0 < where < top - 0.5):  # outside the table (the empty end bins), or NaN
+            continue
+        index = int(where + 0.5)
+        per_peak[nearest[index]] += weight[index]
+    total = 0.0
+    for j in range(per_peak.shape[0]):
+        total += min(per_peak[j], 1.0)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _best_of(rows, scores, distance, n):
+    """The *n* of *rows* with the highest *scores*; of equal scores the lowest *distance* (of
+    every grid row), then the first (``rows[np.lexsort((distance[rows], -scores))[:n]]``)."""
+    near = np.argsort(distance[rows], kind="mergesort")
+    order = near[np.argsort(-scores[near], kind="mergesort")]
+    return rows[order[:n]]
+
+
+@njit(cache=True, nogil=True)
+def _cell_parameters(cell, system, out):
+    """``skmat.features.indexing._parameters_of_cells`` of one cell (a, b, c, alpha, beta,
+    gamma) by system code, into *out*, by the same operations (the same numbers to the bit)."""
+    a, b, c = cell[0], cell[1], cell[2]
+    g00, g11, g22 = a * a, b * b, c * c
+    g12 = b * c * math.cos(cell[3] * (math.pi / 180.0))
+    g02 = a * c * math.cos(cell[4] * (math.pi / 180.0))
+    g01 = a * b * math.cos(cell[5] * (math.pi / 180.0))
+    cofactor_aa, cofactor_ab, cofactor_ac = g11 * g22 - g12 * g12, g02 * g12 - g01 * g22, g01 * g12 - g02 * g11
+    determinant = g00 * cofactor_aa + g01 * cofactor_ab + g02 * cofactor_ac
+    r00 = cofactor_aa / determinant
+    r11 = (g00 * g22 - g02 * g02) / determinant
+    r22 = (g00 * g11 - g01 * g01) / determinant
+    out[0] = r00
+    if system == 1 or system == 2:
+        out[1] = r22
+    elif system >= 3:
+        out[1], out[2] = r11, r22
+        if system == 4:
+            out[3] = 2 * (cofactor_ac / determinant)
+        elif system == 5:
+            out[3] = 2 * ((g01 * g02 - g00 * g12) / determinant)
+            out[4] = 2 * (cofactor_ac / determinant)
+            out[5] = 2 * (cofactor_ab / determinant)
+
+
+@njit(cache=True, nogil=True)
+def _score_rows(cells, system, n_par, rows, lines, tables, per_peak, scores):
+    """Scores (:func:`_score_cell`) of the grid cells ``cells[rows]`` into *scores*, in chunks
+    of 4,096 rows: a chunk scans only the lines whose least Q over its cells falls below the
+    top of the table (the corners of the box of Miller indices, and more for a fine grid's
+    few cells score nothing: dropping them leaves the scores as they were)."""
+    weight, nearest, offset, inverse_step = tables
+    q_cut = (offset + (weight.shape[0] - 1.5) / inverse_step) * (1 + 1e-9)
+    n_rows = rows.shape[0]
+    n_chunks = max(1, n_rows // 4096)
+    parameters = np.empty((min(n_rows, 2 * 4096), n_par))
+    low, high = np.empty(n_par), np.empty(n_par)
+    keep = np.empty(lines.shape[0], dtype=np.bool_)
+    for chunk in range(n_chunks):
+        first, last = chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks
+        low[:], high[:] = np.inf, -np.inf
+        for i in range(first, last):
+            _cell_parameters(cells[rows[i]], system, parameters[i - first])
             for p in range(n_par):
-                q += parameters[i, p] * lines[k, p]
-            where = (q - offset) * inverse_step
-            if not (0.0 < where < top - 0.5):  # outside the table (the empty end bins), or NaN
-                continue
-            index = int(where + 0.5)
-            per_peak[nearest[index]] += weight[index]
-        total = 0.0
-        for j in range(n_peaks):
-            total += min(per_peak[j], 1.0)
-        scores[i] = total
-    return scores
+                low[p] = min(low[p], parameters[i - first, p])
+                high[p] = max(high[p], parameters[i - first, p])
+        for k in range(lines.shape[0]):
+            least = 0.0
+            for p in range(n_par):
+                least += lines[k, p] * (low[p] if lines[k, p] > 0 else high[p])
+            keep[k] = least <= q_cut
+        chunk_lines = lines[keep]
+        for i in range(first, last):
+            scores[i] = _score_cell(parameters[i - first], chunk_lines, weight, nearest, offset, inverse_step, per_peak)
+
+
+@njit(cache=True, nogil=True)
+def best_grid_rows(cells, system, n_par, position, distance, lines, fine_tables, coarse_tables, n_peaks, n_lengths,
+                   coarse_to_fine, n_best, n_keep):
+    """The *n_best* rows of a search grid (its conventional *cells* (m, 6) of the system by
+    its code, with *n_par* free parameters, and each cell's *position* on the grid (m,
+    n_axes), the lengths first) whose lines best match the peaks, ties broken by *distance*
+    (``skmat.features.indexing._refine_cells``).
+
+    With *coarse_to_fine*, every other length of the grid is scored first with the
+    *coarse_tables* (twice the tolerance), and the fine grid only around the *n_keep* best of
+    those (one step either way on each length); otherwise every row, with the *fine_tables*.
+    Each table set is ``(weight, nearest, offset, inverse_step)``.
+    """
+    m, n_axes = position.shape
+    per_peak = np.empty(n_peaks)
+    if not coarse_to_fine:
+        rows = np.arange(m)
+        scores = np.empty(m)
+        _score_rows(cells, system, n_par, rows, lines, fine_tables, per_peak, scores)
+        return _best_of(rows, scores, distance, n_best)
+    n_coarse = 0
+    coarse = np.empty(m, dtype=np.int64)
+    for r in range(m):
+        even = True
+        for axis in range(n_lengths):
+            if position[r, axis] % 2 != 0:
+                even = False
+        if even:
+            coarse[n_coarse] = r
+            n_coarse += 1
+    coarse = coarse[:n_coarse]
+    scores = np.empty(n_coarse)
+    _score_rows(cells, system, n_par, coarse, lines, coarse_tables, per_peak, scores)
+    kept = _best_of(coarse, scores, distance, n_keep)
+    shape = np.empty(n_axes, dtype=np.int64)
+    for axis in range(n_axes):
+        shape[axis] = position[:, axis].max() + 1
+    # the fine grid around the kept cells: a mask over the grid's rows (C order, as np.indices)
+    around = np.zeros(m, dtype=np.bool_)
+    for row in kept:
+        for step in range(3**n_lengths):
+            flat, code = 0, step
+            for axis in range(n_axes):
+                value = position[row, axis]
+                if axis < n_lengths:
+                    value = min(max(value + code % 3 - 1, 0), shape[axis] - 1)
+                    code //= 3
+                flat = flat * shape[axis] + value
+            around[flat] = True
+    fine = np.flatnonzero(around)
+    scores = np.empty(fine.shape[0])
+    _score_rows(cells, system, n_par, fine, lines, fine_tables, per_peak, scores)
+    return _best_of(fine, scores, distance, n_best)
 
 
 @njit(cache=True, nogil=True)

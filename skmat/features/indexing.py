@@ -111,7 +111,12 @@ _TO_PRIMITIVE = {
 #: lattice points per conventional cell
 _MULTIPLICITY = {"P": 1, "C": 2, "A": 2, "B": 2, "I": 2, "F": 4, "R": 3}
 
-#: Grids of at least this many starting cells are searched coarse to fine (:func:`_coarse_to_fine`).
+#: Grids of at least this many starting cells are searched coarse to fine
+#: (:func:`skmat.features._indexing_kernels.best_grid_rows`): every other length first, with
+#: twice the tolerance, then the fine grid around the best. The search was most of a pattern's
+#: refinement time: on 300 held-out MP-20 rows (``benchmarks/lattice_refiner.py``, two seeds)
+#: this took it from 0.68 to 0.27 s per row, for 0.0015 Å of scaled lattice MAE (0.1752 ->
+#: 0.1767 Å): the coarse pass sometimes misses a narrow optimum.
 _COARSE_TO_FINE_FROM = 1000
 
 #: The lengths (and angles) varied by the search around the initial guess, per system:
@@ -799,28 +804,6 @@ def _search_starts(
     return _symmetrise_lengths(starts, system), position
 
 
-def _score_rows(
-    cells: np.ndarray, system: str, lines: np.ndarray, q_obs: np.ndarray, rows: np.ndarray, tolerance: float
-) -> np.ndarray:
-    """The scores (:func:`_score_tables`) of the cells ``cells[rows]`` (m, 6) of *system*, in
-    chunks that stay in cache. The free parameters are computed for the rows scored only: a
-    coarse-to-fine search scores a fraction of its grid."""
-    from skmat.features._indexing_kernels import score_matches
-
-    weight, nearest, offset, inverse_step = _score_tables(q_obs, tolerance)
-    # above this Q a line falls in the score table's empty top bin: it scores nothing
-    q_cut = (offset + (len(weight) - 1.5) / inverse_step) * (1 + 1e-9)
-    scores = []
-    for chunk in np.array_split(rows, max(1, len(rows) // 4096)):
-        parameters = _parameters_of_cells(cells[chunk], system)
-        # lines whose least Q over the chunk's cells is above the cut score nothing in any of
-        # them, and dropping them (the corners of the box of Miller indices, and more for the
-        # fine grids) leaves the scores as they were
-        chunk_lines = np.ascontiguousarray(lines[_least_q(lines, parameters) <= q_cut])
-        scores.append(score_matches(parameters, chunk_lines, weight, nearest, offset, inverse_step, len(q_obs)))
-    return np.concatenate(scores)
-
-
 def _least_q(lines: np.ndarray, parameters: np.ndarray) -> np.ndarray:
     """A lower bound of each line's Q over the cells of *parameters* (m, n_parameters): each
     basis term times the parameter's least or greatest value among them, by the term's sign."""
@@ -829,37 +812,6 @@ def _least_q(lines: np.ndarray, parameters: np.ndarray) -> np.ndarray:
 
 #: Most bins of a score table (:func:`_score_tables`): 1 MB of weights and nearest peaks.
 _MAX_SCORE_BINS = 2**16
-
-
-def _best_rows(rows: np.ndarray, scores: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
-    """The *n* of *rows* with the highest *scores*; among equal scores the nearest the initial
-    cell (*distance* of every grid row). Ties are common: once a cell indexes every low peak,
-    its neighbours on the grid do too, and grid order would favour the smallest cells."""
-    return rows[np.lexsort((distance[rows], -scores))[:n]]
-
-
-def _coarse_to_fine(
-    position: np.ndarray, n_lengths: int, score: Any, distance: np.ndarray, search_step: float, n_best: int,
-    n_keep: int,
-) -> np.ndarray:
-    """Rows of the grid *position* (m, n_axes) that score best, found without scoring them all.
-
-    Every other length of the grid is scored first, with twice the tolerance; the fine grid
-    is then scored only around the *n_keep* best of those (one step either way on each
-    length). ``score(rows, tolerance)`` scores grid rows; *distance* breaks ties
-    (:func:`_best_rows`). The search is most of a pattern's refinement time: on 300 held-out
-    MP-20 rows (``benchmarks/lattice_refiner.py``, two seeds) this took it from 0.68 to 0.27 s
-    per row, for 0.0015 Å of scaled lattice MAE (0.1752 -> 0.1767 Å): the coarse pass
-    sometimes misses a narrow optimum.
-    """
-    coarse = np.flatnonzero(np.all(position[:, :n_lengths] % 2 == 0, axis=1))
-    kept = _best_rows(coarse, score(coarse, 2 * search_step), distance, n_keep)
-    shape = position.max(axis=0) + 1
-    steps = np.zeros((3**n_lengths, position.shape[1]), dtype=position.dtype)
-    steps[:, :n_lengths] = np.indices((3,) * n_lengths).reshape(n_lengths, -1).T - 1
-    around = np.clip(position[kept][:, None, :] + steps[None], 0, shape - 1).reshape(-1, position.shape[1])
-    fine = np.unique(np.ravel_multi_index(around.T, shape))
-    return _best_rows(fine, score(fine, search_step), distance, n_best)
 
 
 def _symmetrise_lengths(cells: np.ndarray, system: str) -> np.ndarray:
@@ -871,7 +823,7 @@ def _symmetrise_lengths(cells: np.ndarray, system: str) -> np.ndarray:
 
 
 def _score_tables(q_obs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """The tables with which :func:`skmat.features._indexing_kernels.score_matches` scores
+    """The tables with which :func:`skmat.features._indexing_kernels.best_grid_rows` scores
     cells against the peaks *q_obs*: Σ over the peaks of exp(-(relative Q error / tolerance)²
     / 2) at the nearest line, the matches of one peak by several lines adding up, capped at one
     (a dense set of lines gains nothing by hitting the same peak twice).
@@ -1059,6 +1011,8 @@ def _refine_cells(
     if not (isinstance(search_range, Real) and 0 <= search_range < 0.5):
         raise ValueError(f"search_range must be in [0, 0.5), got {search_range!r}")
 
+    from skmat.features._indexing_kernels import best_grid_rows
+
     q_peaks = _q_of_two_theta(peaks, wavelength)
     q_max = q_peaks[-1] * 1.05 + 1e-9
     n_low = min(len(peaks), max(8, 2 * n_par + 2))
@@ -1066,6 +1020,7 @@ def _refine_cells(
     outcomes: list = [None] * len(initial_cells)
     # per centring: (cell index, candidate parameters, the largest cell of the cell's grid)
     batches: dict[str, list] = {}
+    tables = None  # the search's score tables (fine, coarse), made once
     for index, (initial_cell, centrings) in enumerate(zip(initial_cells, centrings_of_cells, strict=True)):
         try:
             cell = _check_cell(initial_cell, crystal_system)
@@ -1090,15 +1045,16 @@ def _refine_cells(
                 lines_low = _lines(crystal_system, centring, q_low[-1] * 1.1, largest)
                 if len(lines_low) == 0:
                     continue
-                score = functools.partial(_score_rows, starts, crystal_system, lines_low, q_low)
+                if tables is None:
+                    tables = _score_tables(q_low, search_step), _score_tables(q_low, 2 * search_step)
                 # not triclinic: its grid is already coarse (lengths at twice the step, three angles)
-                if len(starts) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic":
-                    n_lengths = len(_SEARCH_LENGTHS[crystal_system])
-                    best = _coarse_to_fine(
-                        position, n_lengths, score, distance, search_step, n_candidates, 8 * n_candidates
-                    )
-                else:
-                    best = _best_rows(best, score(best, search_step), distance, n_candidates)
+                best = best_grid_rows(
+                    starts, _SYSTEM_CODES[crystal_system], _N_PARAMETERS[crystal_system], position, distance,
+                    lines_low, *tables, len(q_low),
+                    len(_SEARCH_LENGTHS[crystal_system]),
+                    len(starts) >= _COARSE_TO_FINE_FROM and crystal_system != "triclinic", n_candidates,
+                    8 * n_candidates,
+                )
             batches.setdefault(centring, []).append(
                 (index, _parameters_of_cells(starts[best], crystal_system), largest)
             )
