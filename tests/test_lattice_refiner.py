@@ -438,9 +438,7 @@ def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20, settin
     """The rows of at most 6 atoms (tetragonal to hexagonal; 23 s here under load), each
     started from the random forest's estimate: where the starts alone refine to a wrong
     cell, the trial cells indexed from the peaks alone give the true one for some rows, and
-    they spoil at most one row the starts get right (mp-1225295, orthorhombic, which the starts
-    alone got wrong too until the search's score table moved from an even grid in log Q to one
-    in Q; with the trials it refines to the same wrong cell either way)."""
+    they spoil no row the starts get right."""
     from skmat._lattice_rows import RowRefinement
 
     frame, lattice, systems = mp20
@@ -462,7 +460,7 @@ def test_cells_from_the_peaks_alone_compete_with_the_starts(fitted, mp20, settin
             spoiled.append(frame["material_id"].iloc[row])
         if not exact(starts_alone, row) and not isinstance(starts_alone, str) and exact(with_trials, row):
             fixed.append(frame["material_id"].iloc[row])
-    assert len(spoiled) <= 1, spoiled
+    assert not spoiled, spoiled
     assert len(fixed) >= 2, fixed
 
 
