@@ -9,6 +9,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from skmat.exceptions import InvalidInputError
 from skmat.features import XRDPattern
 from skmat.features.indexing import (
+    CENTRINGS,
     CRYSTAL_SYSTEMS,
     atoms_in_cell,
     find_peaks,
@@ -322,3 +323,43 @@ def test_cells_refined_in_one_batch_match_each_refined_alone(one_per_system, sys
         assert np.abs(together.cell - alone.cell).max() <= 1e-4, (together.cell, alone.cell)
         assert together.fraction_indexed == pytest.approx(alone.fraction_indexed)
     assert batched[0].converged  # the perturbed start refines, as test_refinement_recovers... shows alone
+
+
+@pytest.mark.parametrize("box", [(0, 0, 1), (2, 3, 4), (5, 1, 7), (7, 7, 7), (12, 3, 20)])
+def test_compiled_reflection_lists_equal_the_distinct_rows_of_the_box(box):
+    """The compiled reflection list of a box of Miller indices is numpy's ``unique(axis=0)`` of
+    the box's allowed basis rows, row for row, for every system and centring."""
+    from skmat.features._indexing_kernels import distinct_lines
+    from skmat.features.indexing import _CENTRING_CODES, _SYSTEM_CODES, _allowed, _basis, _hkl_box
+
+    for system in CRYSTAL_SYSTEMS:
+        for centring in CENTRINGS[system]:
+            hkl = _hkl_box(np.asarray(box))
+            expected = np.unique(_basis(hkl[_allowed(hkl, centring)], system), axis=0)
+            lines, in_order = distinct_lines(_SYSTEM_CODES[system], _CENTRING_CODES[centring], *box)
+            assert in_order
+            np.testing.assert_array_equal(lines, expected, err_msg=f"{system} {centring} {box}")
+
+
+def test_nearest_lines_are_those_of_a_search_over_every_line(one_per_system):
+    """The compiled assignment (each line placed between two peaks) gives every peak of a real
+    pattern the line an exhaustive search gives it, for a cell 4-5 % off and for the true one;
+    of two equally near lines, the lower."""
+    from skmat.features._indexing_kernels import _nearest_lines
+    from skmat.features.indexing import _lines, _parameters_of_cells, _q_of_two_theta
+
+    for system, (structure, _, cell) in one_per_system.items():
+        peaks, _ = compute_peaks(structure)
+        q_obs = _q_of_two_theta(np.sort(peaks), 1.5406)
+        lines = _lines(system, "P", q_obs[-1] * 1.05, cell * 1.1)
+        for trial in (cell, _perturbed(cell, system)):
+            q_line = lines @ _parameters_of_cells(trial[None], system)[0]
+            n = len(q_obs)
+            assigned = np.empty(n, dtype=np.int64)
+            _nearest_lines(q_line, q_obs, n, np.empty(4 * n, dtype=np.int64), np.empty(n + 1), np.empty(n + 1, np.int64),
+                           np.empty(n + 1), np.empty(n + 1, np.int64), assigned)
+            distance = np.abs(q_line[None, :] - q_obs[:, None])
+            best = distance.min(axis=1, keepdims=True)
+            # of equally near lines (a peak midway, or lines of equal Q) any with the lowest Q
+            lowest = np.where(distance == best, q_line[None, :], np.inf).min(axis=1)
+            np.testing.assert_array_equal(q_line[assigned], lowest, err_msg=system)
