@@ -129,7 +129,9 @@ def _score_cell(parameters, lines, weight, nearest, offset, inverse_step, per_pe
 @njit(cache=True, nogil=True)
 def _best_of(rows, scores, distance, n):
     """The *n* of *rows* with the highest *scores*; of equal scores the lowest *distance* (of
-    every grid row), then the first (``rows[np.lexsort((distance[rows], -scores))[:n]]``)."""
+    every grid row), then the first (``rows[np.lexsort((distance[rows], -scores))[:n]]``).
+    Ties are common: once a cell indexes every low peak, its neighbours on the grid do too,
+    and grid order would favour the smallest cells."""
     near = np.argsort(distance[rows], kind="mergesort")
     order = near[np.argsort(-scores[near], kind="mergesort")]
     return rows[order[:n]]
