@@ -55,9 +55,6 @@ def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zer
             q_obs[j] = (2 * math.sin(t * _DEGREE / 2) / wavelength) ** 2
             theta = t * _DEGREE / 2
             dq[j] = (4 / wavelength**2) * math.sin(theta) * math.cos(theta) * _DEGREE
-        # the nearest line to each peak (of two equally near, the lower), without sorting the
-        # lines: each line falls between two peaks (the peaks are in ascending order), and a
-        # peak's nearest line is the highest line below it or the lowest at or above it
         for k in range(n_lines):
             total = 0.0
             for p in range(n_par):
@@ -100,16 +97,14 @@ def solve_step(parameters, zero, lines, two_theta, wavelength, n_use, refine_zer
 
 
 @njit(cache=True, nogil=True)
-def _score_cell(parameters, lines, weight, nearest, offset, inverse_step, per_peak):
+def _score_cell(parameters, lines, weight, nearest, offset, inverse_step, q_least, q_most, per_peak):
     """How well the lines of one cell (free parameters *parameters*, basis rows *lines*)
     match the peaks, from the tables of ``skmat.features.indexing._score_tables`` (the
-    *weight* and *nearest* peak per log-Q bin, bin 0 and the last empty); *per_peak* is
-    scratch."""
+    *weight* and *nearest* peak per log-Q bin, bin 0 and the last empty); a line below
+    *q_least* or above *q_most* surely falls in an empty end bin and adds nothing, so it skips
+    the logarithm, most of the cost. *per_peak* is scratch."""
     n_par = parameters.shape[0]
     top = weight.shape[0] - 1
-    # lines surely in an empty end bin add nothing: they skip the logarithm, most of the cost
-    q_least = math.exp(offset + 0.5 / inverse_step) * (1 - 1e-9)
-    q_most = math.exp(offset + (top - 0.5) / inverse_step) * (1 + 1e-9)
     per_peak[:] = 0.0
     for k in range(lines.shape[0]):
         q = 0.0
@@ -139,8 +134,10 @@ def _best_of(rows, scores, distance, n):
 
 @njit(cache=True, nogil=True)
 def _cell_parameters(cell, system, out):
-    """``skmat.features.indexing._parameters_of_cells`` of one cell (a, b, c, alpha, beta,
-    gamma) by system code, into *out*, by the same operations (the same numbers to the bit)."""
+    """The free parameters of one conventional cell (a, b, c, alpha, beta, gamma) of a system
+    (by code) into *out*: the independent terms of its reciprocal metric, the inverse of its
+    direct metric by the adjugate (``skmat.features.indexing._inverse_symmetric_3x3``'s
+    operations, the same numbers to the bit)."""
     a, b, c = cell[0], cell[1], cell[2]
     g00, g11, g22 = a * a, b * b, c * c
     g12 = b * c * math.cos(cell[3] * (math.pi / 180.0))
@@ -173,6 +170,7 @@ def _score_rows(cells, system, n_par, rows, lines, tables, per_peak, scores):
     of 128 rather than 4,096 rows took 100 MP-20 rows from 16.7 to 15.8 s)."""
     weight, nearest, offset, inverse_step = tables
     q_cut = math.exp(offset + (weight.shape[0] - 1.5) / inverse_step) * (1 + 1e-9)
+    q_least = math.exp(offset + 0.5 / inverse_step) * (1 - 1e-9)  # above: q_cut, the same bound
     n_rows = rows.shape[0]
     n_chunks = max(1, n_rows // 128)
     parameters = np.empty((min(n_rows, 2 * 128), n_par))
@@ -193,7 +191,8 @@ def _score_rows(cells, system, n_par, rows, lines, tables, per_peak, scores):
             keep[k] = least <= q_cut
         chunk_lines = lines[keep]
         for i in range(first, last):
-            scores[i] = _score_cell(parameters[i - first], chunk_lines, weight, nearest, offset, inverse_step, per_peak)
+            scores[i] = _score_cell(parameters[i - first], chunk_lines, weight, nearest, offset, inverse_step, q_least,
+                                    q_cut, per_peak)
 
 
 @njit(cache=True, nogil=True)
@@ -488,7 +487,9 @@ def _two_theta(q, wavelength):
 
 @njit(cache=True, nogil=True)
 def _is_proper(parameters, system):
-    """``skmat.features.indexing._proper_cells`` of one candidate's free parameters."""
+    """Whether free parameters (by system code) are those of a real, not nearly flat, cell:
+    finite, a positive definite reciprocal metric, and no direction 10^4 times shorter than
+    another. A diagonal metric's eigenvalues are its parameters (no LAPACK call)."""
     n_par = parameters.shape[0]
     for p in range(n_par):
         if not math.isfinite(parameters[p]):
@@ -550,3 +551,22 @@ def refine_candidates(parameters, system, lines, peaks, wavelength, n_start, ref
         out[i] = current[0]
         zero[i] = current_zero[0]
     return out, zero
+
+
+@njit(cache=True, nogil=True)
+def cell_parameters(cells, system, n_par):
+    """The free parameters (m, *n_par*) of conventional cells (m, 6) by system code
+    (:func:`_cell_parameters` of each)."""
+    out = np.empty((cells.shape[0], n_par))
+    for i in range(cells.shape[0]):
+        _cell_parameters(cells[i], system, out[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def proper_cells(parameters, system):
+    """:func:`_is_proper` of each row of *parameters* (m, n_parameters), by system code."""
+    proper = np.empty(parameters.shape[0], dtype=np.bool_)
+    for i in range(parameters.shape[0]):
+        proper[i] = _is_proper(parameters[i], system)
+    return proper

@@ -171,20 +171,13 @@ def _basis(hkl: np.ndarray, system: str) -> np.ndarray:
 
 
 def _parameters_of_cells(cells: np.ndarray, system: str) -> np.ndarray:
-    """The free parameters (m, n_parameters) of conventional cells (m, 6) of *system*."""
-    metric = _reciprocal_metric(cells)
-    if system == "cubic":
-        return metric[:, 0, 0:1]
-    if system == "tetragonal" or system in ("hexagonal", "trigonal"):
-        return np.stack([metric[:, 0, 0], metric[:, 2, 2]], axis=1)
-    if system == "orthorhombic":
-        return np.stack([metric[:, 0, 0], metric[:, 1, 1], metric[:, 2, 2]], axis=1)
-    if system == "monoclinic":
-        return np.stack([metric[:, 0, 0], metric[:, 1, 1], metric[:, 2, 2], 2 * metric[:, 0, 2]], axis=1)
-    return np.stack(
-        [metric[:, 0, 0], metric[:, 1, 1], metric[:, 2, 2], 2 * metric[:, 1, 2], 2 * metric[:, 0, 2],
-         2 * metric[:, 0, 1]], axis=1,
-    )
+    """The free parameters (m, n_parameters) of conventional cells (m, 6) of *system*: the
+    independent terms of their reciprocal metric tensors (compiled, one implementation with
+    the grid search's: :func:`skmat.features._indexing_kernels.cell_parameters`)."""
+    from skmat.features._indexing_kernels import cell_parameters
+
+    cells = np.ascontiguousarray(np.atleast_2d(np.asarray(cells, dtype=float)))
+    return cell_parameters(cells, _SYSTEM_CODES[system], _N_PARAMETERS[system])
 
 
 def _metric_of_parameters(parameters: np.ndarray, system: str) -> np.ndarray:
@@ -214,15 +207,10 @@ def _metric_of_parameters(parameters: np.ndarray, system: str) -> np.ndarray:
     return metric
 
 
-def _reciprocal_metric(cells: np.ndarray) -> np.ndarray:
-    """Reciprocal metric tensors (m, 3, 3) of cells (m, 6): a, b, c (Å), alpha, beta, gamma (°)."""
-    return _inverse_symmetric_3x3(_direct_metric(cells))
-
-
 def _inverse_symmetric_3x3(matrices: np.ndarray) -> np.ndarray:
-    """Inverses of symmetric 3x3 matrices (m, 3, 3) by their adjugates.
+    """Inverses of symmetric 3x3 matrices (m, 3, 3) by their adjugates (the operations of the
+    compiled search's ``_cell_parameters``, so both give the same cells).
 
-    The search turns tens of thousands of starting cells per pattern into metrics;
     ``np.linalg.inv`` calls LAPACK once per 3x3 matrix and took 6.9 ms per 20,000, three times
     this (measured).
     """
@@ -1094,20 +1082,12 @@ def _chosen(found: list, crystal_system: str, tolerance: float, min_fraction: fl
 
 
 def _proper_cells(parameters: np.ndarray, system: str) -> np.ndarray:
-    """Rows of *parameters* whose reciprocal metric is that of a real, not nearly flat, cell."""
-    finite = np.all(np.isfinite(parameters), axis=1)
-    proper = np.zeros(len(parameters), dtype=bool)
-    if finite.any():
-        if system in ("cubic", "tetragonal", "orthorhombic"):
-            # a diagonal metric: its eigenvalues are its parameters (eigvalsh returns them
-            # exactly, checked on 10^6 random cells), without a LAPACK call in every round
-            least, most = parameters[finite].min(axis=1), parameters[finite].max(axis=1)
-        else:
-            eigenvalues = np.linalg.eigvalsh(_metric_of_parameters(parameters[finite], system))
-            least, most = eigenvalues[:, 0], eigenvalues[:, -1]
-        # positive definite, and no direction 10^4 times shorter than another (a flat cell)
-        proper[finite] = (least > 0) & (least > 1e-8 * most)
-    return proper
+    """Rows of *parameters* whose reciprocal metric is that of a real, not nearly flat, cell
+    (compiled, one implementation with the refinement rounds':
+    :func:`skmat.features._indexing_kernels.proper_cells`)."""
+    from skmat.features._indexing_kernels import proper_cells
+
+    return proper_cells(np.ascontiguousarray(parameters, dtype=float), _SYSTEM_CODES[system])
 
 
 def _refine_candidates(
