@@ -536,9 +536,10 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         Relative span of the starting lengths searched around each start
         (:func:`~skmat.features.indexing.refine_cell`).
     fallback_search_range : float or None, default=0.3
-        Simulated rows that do not converge within *search_range* are searched again this
-        wide (None: no second search; measured rows never are: on measurement-like patterns
-        the wider search converges onto wrong cells). Measured with the XRD + composition network on 300 MP-20 test
+        Simulated rows that do not converge within *search_range*, nor from the cells found
+        from the peaks alone (*ab_initio*), are searched again this wide (None: no second
+        search; measured rows never are: on measurement-like patterns the wider search
+        converges onto wrong cells). Measured with the XRD + composition network on 300 MP-20 test
         rows, two seeds: 0.191 Å with ±15 % alone, 0.184 Å with ±30 % for every row (3x the
         time), 0.178 Å with ±15 % then ±30 % for the ~35 % of rows the first leaves (about
         twice the time of ±15 % alone).
@@ -653,7 +654,8 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     cell has the shape nearest the predictor's lengths; it is scaled so that its primitive
     cell holds Z formula units, for Z in 1, 2 and 4, the formula's volume being the sum of its
     elements' fitted volumes. Each start is refined within ``search_range`` (and
-    ``fallback_search_range`` where nothing converges). Of the converged cells that index the
+    ``fallback_search_range`` where neither the starts nor the cells from the peaks alone
+    converge). Of the converged cells that index the
     most peaks, those whose primitive volume is within 22 % (0.2 in log) of a whole number of
     formula units at the composition's volume per atom go first: a short peak list is also
     indexed by sub- and super-cells (on MP-20, 95 % of compositions' fitted volume per atom

@@ -494,3 +494,41 @@ def test_a_cell_with_a_doubled_axis_gives_way_to_its_sub_cell(fitted):
                                       row["composition"].iloc[0], truth)
     np.testing.assert_allclose(np.sort(chosen[1]), truth, atol=0.01)
     assert chosen[0].fraction_indexed == 1.0
+
+
+def test_the_wider_search_runs_only_where_neither_the_starts_nor_the_trial_cells_converge(fitted, mp20, settings):
+    """Orthorhombic and tetragonal rows of at most 8 atoms started with c 25 % short, beyond the
+    ±15 % search: the ±30 % search refines some of them exactly, and runs only where the cells
+    found from the peaks alone do not converge either."""
+    from skmat._lattice_rows import RowRefinement
+
+    ranges = []
+
+    class Recording(RowRefinement):
+        def converged_fits(self, *args, **kwargs):
+            ranges.append(args[6])
+            return super().converged_fits(*args, **kwargs)
+
+    frame, lattice, systems = mp20
+    bare = LatticeRefiner(None, prefit=True, element_volumes=fitted.element_volumes_).fit()
+    rows = [i for i, s in enumerate(frame["structure"]) if len(s) <= 8 and systems[i] in ("orthorhombic", "tetragonal")]
+    tried, widened, exact_after_widening = 0, 0, 0
+    for row in rows[:8]:
+        peaks = bare._patterns(frame.iloc[[row]], [row])[0]
+        start = lattice[row] * np.array([1.0, 1.0, 0.75])
+        composition = frame["composition"].iloc[row]
+        narrow = RowRefinement(**{**settings, "fallback_search_range": None}, ab_initio=False)
+        if not isinstance(narrow.refine(peaks, systems[row], start, composition), str):
+            continue
+        tried += 1
+        wide = Recording(**settings, ab_initio=False).refine(peaks, systems[row], start, composition)
+        assert ranges[-2:] == [0.15, 0.3]
+        exact_after_widening += not isinstance(wide, str) and np.abs(wide - lattice[row]).max() <= 0.01
+        del ranges[:]
+        trials = RowRefinement(**settings).ab_initio_fits(peaks[0], systems[row], peaks[1], False, start, composition)
+        Recording(**settings).refine(peaks, systems[row], start, composition)
+        assert ranges == ([0.15] if trials else [0.15, 0.3]), (frame["material_id"].iloc[row], ranges)
+        widened += len(ranges) == 2
+        del ranges[:]
+    assert exact_after_widening >= 2, exact_after_widening
+    assert 0 < widened < tried, (widened, tried)  # both branches: trial cells that converge and that do not
