@@ -538,8 +538,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
     fallback_search_range : float or None, default=0.3
         Simulated rows that do not converge within *search_range*, nor from the cells found
         from the peaks alone (*ab_initio*), are searched again this wide (None: no second
-        search; measured rows never are: on measurement-like patterns the wider search
-        converges onto wrong cells). Measured with the XRD + composition network on 300 MP-20 test
+        search; measured rows and triclinic cells never are: on measurement-like patterns,
+        and with a triclinic cell's six free parameters, the wider search converges onto wrong
+        cells). Measured with the XRD + composition network on 300 MP-20 test
         rows, two seeds: 0.191 Å with ±15 % alone, 0.184 Å with ±30 % for every row (3x the
         time), 0.178 Å with ±15 % then ±30 % for the ~35 % of rows the first leaves (about
         twice the time of ±15 % alone).

@@ -532,3 +532,13 @@ def test_the_wider_search_runs_only_where_neither_the_starts_nor_the_trial_cells
         del ranges[:]
     assert exact_after_widening >= 2, exact_after_widening
     assert 0 < widened < tried, (widened, tried)  # both branches: trial cells that converge and that do not
+    # never for triclinic cells (six free parameters: the wider search finds wrong cells)
+    unrefined = 0
+    for row in [i for i, s in enumerate(frame["structure"]) if systems[i] == "triclinic"][:3]:
+        peaks = bare._patterns(frame.iloc[[row]], [row])[0]
+        result = Recording(**settings).refine(peaks, "triclinic", lattice[row] * np.array([1.0, 1.0, 0.75]),
+                                              frame["composition"].iloc[row])
+        unrefined += isinstance(result, str)
+        assert ranges == [0.15], ranges
+        del ranges[:]
+    assert unrefined, "no triclinic row left for a wider search"
