@@ -572,7 +572,9 @@ class LatticeRefiner(RegressorMixin, BaseEstimator):
         consider their most probable system only: a short peak list is indexed by wrong
         higher-symmetry cells as well (on 300 measurement-like held-out patterns the weighing
         cost 5 right systems of 220). A single system (*n_systems* = 1, or :meth:`refine`) is
-        refined wherever it converges.
+        refined wherever it converges. The speed it buys, on the 1,809 held-out MP-20 rows of
+        the shipped classifier (refinement alone, 2 processes): 48 -> 28 ms a row, for 89.1 ->
+        84.9 % right systems (the classifier's own) and 0.110 -> 0.123 Å.
     converged_weight, symmetry_weight, merit_weight : float, default=-2.0, 2.0, 1.5
         The evidence of a converged refinement (see *n_systems*), in units of log probability:
         with the defaults a converged triclinic cell counts for the classifier's odds once its
