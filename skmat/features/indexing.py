@@ -712,10 +712,6 @@ def _q_of_two_theta(two_theta: np.ndarray, wavelength: float) -> np.ndarray:
     return (2 * np.sin(np.radians(two_theta) / 2) / wavelength) ** 2
 
 
-def _two_theta_of_q(q: np.ndarray, wavelength: float) -> np.ndarray:
-    return np.degrees(2 * np.arcsin(np.clip(wavelength * np.sqrt(np.clip(q, 0, None)) / 2, 0, 1)))
-
-
 def _check_cell(cell: Any, system: str) -> np.ndarray:
     try:
         cell = np.asarray(cell, dtype=float).ravel()
@@ -1193,23 +1189,19 @@ def _matched_peaks(parameters: np.ndarray, cells: np.ndarray, q_obs: np.ndarray,
     return matched
 
 
-_TRIAL_INVERSES: dict = {}
-
-
-def _trial_inverses(system: str, hkl: np.ndarray) -> np.ndarray:
+@functools.lru_cache(maxsize=32)
+def _trial_inverses(system: str, hkl: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     """Inverses (n_choices, n_par, n_par) of the solvable design matrices of :func:`_trial_cells`:
-    one per ordered choice of as many distinct basis rows of *hkl* as *system* has parameters."""
+    one per ordered choice of as many distinct basis rows of the reflections *hkl* as *system*
+    has parameters. Read-only: shared between calls."""
     from itertools import permutations
 
-    key = (system, hkl.shape, hkl.tobytes())
-    if key not in _TRIAL_INVERSES:
-        rows = np.unique(_basis(hkl, system), axis=0)
-        choices = np.array([c for c in permutations(range(len(rows)), _N_PARAMETERS[system])])
-        design = rows[choices]  # (n_choices, n_par, n_par)
-        inverse = np.linalg.inv(design[np.abs(np.linalg.det(design)) > 1e-9])
-        inverse.flags.writeable = False
-        _TRIAL_INVERSES[key] = inverse
-    return _TRIAL_INVERSES[key]
+    rows = np.unique(_basis(np.array(hkl), system), axis=0)
+    choices = np.array([c for c in permutations(range(len(rows)), _N_PARAMETERS[system])])
+    design = rows[choices]  # (n_choices, n_par, n_par)
+    inverse = np.linalg.inv(design[np.abs(np.linalg.det(design)) > 1e-9])
+    inverse.flags.writeable = False
+    return inverse
 
 
 def _trial_cells(
@@ -1241,7 +1233,7 @@ def _trial_cells(
         return np.zeros((0, 6))
     if hkl is None:
         hkl = _TRIAL_HKL_MONOCLINIC if system == "monoclinic" else _TRIAL_HKL
-    inverse = _trial_inverses(system, hkl)
+    inverse = _trial_inverses(system, tuple(map(tuple, np.asarray(hkl).tolist())))
     peaks = np.array(list(combinations(range(len(low)), n_par)))
     # every choice of peaks against every choice of lines: the same few thousand design matrices
     # for every pattern, so their inverses are computed once (the batched solve was ~4 % of a
